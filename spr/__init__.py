@@ -1,0 +1,16 @@
+"""spr: the Structured Perspective Regularizer and MIP-based structured pruning for PyTorch.
+
+Public API:
+    spr_penalty, spr_indicator   closed-form SPR value and minimising y* per group (torch)
+    spr_prox                     proximal operator of lam*SPR for M = inf
+    SPRegularizer                the training penalty as an nn.Module
+    models                       CIFAR-style ResNets (spr.models.resnet20/56/110)
+"""
+
+from spr import models
+from spr._closed_form import spr_indicator, spr_penalty
+from spr._prox import spr_prox
+from spr._regularizer import SPRegularizer
+
+__all__ = ["SPRegularizer", "models", "spr_indicator", "spr_penalty", "spr_prox"]
+__version__ = "0.1.0"
