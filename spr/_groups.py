@@ -47,11 +47,13 @@ def _column(t: Tensor) -> Tensor:
     return t.unsqueeze(1)
 
 
-def _conv_parts(conv: nn.Module, bn: nn.Module | None) -> Callable[[], Parts]:
+def _row_parts(layer: nn.Module, bn: nn.Module | None) -> Callable[[], Parts]:
+    """Output row j of a conv or Linear (weight, bias entry), with BatchNorm entry j if given."""
+
     def parts() -> Parts:
-        out = [conv.weight.flatten(1)]
-        if conv.bias is not None:
-            out.append(_column(conv.bias))
+        out = [layer.weight.flatten(1)]
+        if layer.bias is not None:
+            out.append(_column(layer.bias))
         if bn is not None:
             out.extend(_column(p) for p in (bn.weight, bn.bias) if p is not None)
         return tuple(out)
@@ -99,7 +101,7 @@ def conv_bn_blocks(model: nn.Module, exclude: set[str]) -> list[Block]:
     norms = _following_norms(model)
     modules = dict(model.named_modules())
     return [
-        Block(name, _conv_parts(module, modules[norms[name]] if name in norms else None))
+        Block(name, _row_parts(module, modules[norms[name]] if name in norms else None))
         for name, module in model.named_modules()
         if isinstance(module, _CONVS) and name not in exclude
     ]
@@ -107,7 +109,7 @@ def conv_bn_blocks(model: nn.Module, exclude: set[str]) -> list[Block]:
 
 def conv_blocks(model: nn.Module, exclude: set[str]) -> list[Block]:
     return [
-        Block(name, _conv_parts(module, None))
+        Block(name, _row_parts(module, None))
         for name, module in model.named_modules()
         if isinstance(module, _CONVS) and name not in exclude
     ]
@@ -115,7 +117,7 @@ def conv_blocks(model: nn.Module, exclude: set[str]) -> list[Block]:
 
 def linear_blocks(model: nn.Module, exclude: set[str]) -> list[Block]:
     return [
-        Block(name, _conv_parts(module, None))
+        Block(name, _row_parts(module, None))
         for name, module in model.named_modules()
         if isinstance(module, nn.Linear) and name not in exclude
     ]
@@ -126,6 +128,17 @@ GROUPINGS: dict[str, Callable[[nn.Module, set[str]], list[Block]]] = {
     "conv": conv_blocks,
     "linear": linear_blocks,
 }
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user's network inside DistributedDataParallel, DataParallel or torch.compile."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile
+            model = model._orig_mod
+        else:
+            return model
 
 
 def default_exclude(model: nn.Module, groups: str | UserGroups) -> set[str]:

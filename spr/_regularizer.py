@@ -16,6 +16,7 @@ from spr._groups import (
     block_source,
     default_exclude,
     resolve_exclude,
+    unwrap,
 )
 
 __all__ = ["SPRegularizer"]
@@ -53,7 +54,8 @@ class SPRegularizer(nn.Module):
     costs a few kernels per distinct layer shape, with no Python loop over groups.
 
     Args:
-        model: the network to regularise (held by reference, not registered as a submodule).
+        model: the network to regularise (held by reference, not registered as a submodule;
+            a DistributedDataParallel, DataParallel or torch.compile wrapper is looked through).
         lam: overall strength, >= 0 (may be changed later through ``reg.lam``).
         alpha: in (0, 1); ridge weight ``a = alpha``, group-count weight ``b = 1 - alpha``.
         M: ``"auto"`` for ``M_b = M_scale * max |entry|`` of block b in ``reference`` (default:
@@ -99,6 +101,7 @@ class SPRegularizer(nn.Module):
         super().__init__()
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be an nn.Module; got {type(model).__name__}")
+        model = unwrap(model)
         self.lam = lam
         self.alpha = check_alpha(alpha)
         self.M_scale = check_positive("M_scale", M_scale)
@@ -128,7 +131,7 @@ class SPRegularizer(nn.Module):
         self.n_entries_ = sum(G * n for G, n in self.block_shapes_.values())
 
         if reference is not None:
-            ref_blocks = dict(block_source(reference, groups, excluded)())
+            ref_blocks = dict(block_source(unwrap(reference), groups, excluded)())
             missing = [name for name in names if name not in ref_blocks]
             if missing:
                 raise ValueError(f"reference: the reference model has no blocks named {missing}")

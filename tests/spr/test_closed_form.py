@@ -105,10 +105,10 @@ def boundary_points(alpha, rng, n=4):
     return (on12, math.inf), on23
 
 
-@pytest.mark.parametrize("alpha", ALPHAS)
-def test_continuous_and_c1_across_interior_boundaries(alpha):
-    rng = np.random.default_rng(3)
-    for w, M in boundary_points(alpha, rng):
+@settings(max_examples=100, deadline=None)
+@given(alphas, st.integers(1, 6), st.integers(0, 2**32 - 1))
+def test_continuous_and_c1_across_interior_boundaries(alpha, n, seed):
+    for w, M in boundary_points(alpha, np.random.default_rng(seed), n):
         for scale in (1 - 1e-7, 1 + 1e-7):  # r moves across the boundary, m/M along with it
             inside, outside = torch.tensor(w * scale, requires_grad=True), torch.tensor(w)
             f = spr.spr_penalty(inside[None], alpha, M)

@@ -32,6 +32,13 @@ def test_compiled_equals_eager():
             torch.testing.assert_close(g, e)
 
 
+def test_wrappers_are_looked_through():
+    model = resnet20()
+    names = spr.SPRegularizer(model, 0.5, 0.5).block_names_
+    for wrapped in (torch.compile(model), torch.nn.DataParallel(model)):
+        assert spr.SPRegularizer(wrapped, 0.5, 0.5).block_names_ == names
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -53,7 +60,7 @@ def _worker(rank: int, world: int, port: int, out: dict) -> None:
     torch.set_num_threads(1)
     model, x, y = _make()
     ddp = DistributedDataParallel(model)
-    reg = spr.SPRegularizer(ddp.module, lam=0.5, alpha=0.5, M_scale=2.0)
+    reg = spr.SPRegularizer(ddp, lam=0.5, alpha=0.5, M_scale=2.0)  # looks through the wrapper
     shard = slice(rank * 4, rank * 4 + 4)
     loss = F.cross_entropy(ddp(x[shard]), y[shard]) + reg()
     loss.backward()
