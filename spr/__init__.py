@@ -4,6 +4,7 @@ Public API:
     spr_penalty, spr_indicator   closed-form SPR value and minimising y* per group (torch)
     spr_prox                     proximal operator of lam*SPR for M = inf
     SPRegularizer                the training penalty as an nn.Module
+    solve_mip, LayerSolution     exact input-channel selection of one layer (Pyomo + HiGHS)
     models                       CIFAR-style ResNets (spr.models.resnet20/56/110)
 """
 
@@ -11,6 +12,15 @@ from spr import models
 from spr._closed_form import spr_indicator, spr_penalty
 from spr._prox import spr_prox
 from spr._regularizer import SPRegularizer
+from spr._solve_mip import LayerSolution, solve_mip
 
-__all__ = ["SPRegularizer", "models", "spr_indicator", "spr_penalty", "spr_prox"]
+__all__ = [
+    "LayerSolution",
+    "SPRegularizer",
+    "models",
+    "solve_mip",
+    "spr_indicator",
+    "spr_penalty",
+    "spr_prox",
+]
 __version__ = "0.1.0"

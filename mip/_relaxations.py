@@ -1,0 +1,119 @@
+"""Continuous relaxations of the layer MIP (z in [0, 1]), each a lower bound on the optimum.
+
+* big-M: ``loss(W) + lam*sum_j [alpha*||W_j||^2 + (1-alpha)*z_j]`` with ``|W| <= M z``: a convex
+  QP, solved by HiGHS.
+* perspective: the ridge term replaced by its perspective ``alpha*||W_j||^2 / z_j`` (the convex
+  hull of each group's on/off set), solved exactly as a conic program by cvxpy
+  (``quad_over_lin``). Without cardinality or budget constraints, projecting z out group by group
+  gives ``loss(W) + lam*sum_j SPR(W_j)`` (DESIGN.md §3.3): the relaxation *is* the SPR-regularised
+  least-squares problem.
+* perspective LP: the same relaxation by cutting planes with HiGHS LPs (tangent cuts for the loss,
+  perspective cuts for the ridge terms), converging to the conic value from below.
+
+Each returns a :class:`Relaxation` with ``value``, ``weight`` (out, d) and ``z`` (n_groups,).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from mip._extended_model import ExtendedModel
+from mip._problem import LayerProblem
+from mip._solver import require
+from mip._support_fit import fit_support
+
+__all__ = ["Relaxation", "big_m_relaxation", "perspective_relaxation", "perspective_lp_relaxation"]
+
+
+@dataclass(frozen=True, eq=False)
+class Relaxation:
+    value: float
+    weight: NDArray[np.float64]
+    z: NDArray[np.float64]
+    seconds: float
+    iterations: int = 1
+
+
+def perspective_objective(problem: LayerProblem, W: NDArray, z: NDArray) -> float:
+    """``loss(W) + lam*sum_j [alpha*||W_j||^2/z_j + (1-alpha)*z_j]`` (0/0 = 0)."""
+    blocks = (W * W).reshape(problem.n_out, problem.n_groups, problem.group_size)
+    norms = np.sum(blocks, axis=(0, 2))
+    ratio = np.where(norms > 0, norms / np.maximum(z, 1e-300), 0.0)
+    a = problem.alpha
+    return problem.loss(W) + problem.lam * float(np.sum(a * ratio + (1 - a) * z))
+
+
+def big_m_relaxation(problem: LayerProblem, time_limit: float = 60.0) -> Relaxation:
+    """The big-M relaxation, a convex QP solved by HiGHS."""
+    start = time.perf_counter()
+    model = ExtendedModel(problem, quadratic=True)
+    status, value = model.solve(time_limit)
+    if status != "optimal":
+        raise RuntimeError(f"HiGHS did not solve the big-M relaxation ({status})")
+    point = model.point()
+    return Relaxation(value, point["w"], point["z"], time.perf_counter() - start)
+
+
+def perspective_relaxation(problem: LayerProblem) -> Relaxation:
+    """The perspective relaxation solved as a conic program by cvxpy (Clarabel)."""
+    cp = require("cvxpy", "cvxpy", "the perspective relaxation")
+    start = time.perf_counter()
+    A, B, offset = problem.factors
+    n, k, out = problem.n_groups, problem.group_size, problem.n_out
+    W = cp.Variable((out, problem.d))
+    z = cp.Variable(n)
+    scale = max(1.0, float(np.sum(B * B)))  # keeps the conic solver's tolerances relative
+    loss = cp.sum_squares(A @ W.T - B) + float(offset.sum())
+    a = problem.alpha
+    ridge = sum(cp.quad_over_lin(W[:, j * k : (j + 1) * k], z[j]) for j in range(n))
+    objective = loss + problem.lam * (a * ridge + (1 - a) * cp.sum(z))
+    bound = problem.M * np.kron(np.eye(n), np.ones((1, k)))  # (n, d): column e -> M * z_j(e)
+    box = np.ones((out, 1)) @ cp.reshape(z @ bound, (1, -1), order="C")
+    constraints = [z >= 0, z <= 1, cp.abs(W) <= box]
+    if problem.max_keep is not None:
+        constraints.append(cp.sum(z) <= problem.max_keep)
+    if problem.cost is not None:
+        constraints.append(problem.cost @ z <= problem.budget)
+    program = cp.Problem(cp.Minimize(objective / scale), constraints)
+    program.solve(solver=cp.CLARABEL, tol_gap_abs=1e-9, tol_gap_rel=1e-9, tol_feas=1e-9)
+    if program.status not in ("optimal", "optimal_inaccurate"):
+        raise RuntimeError(f"cvxpy could not solve the perspective relaxation ({program.status})")
+    W_value = np.clip(W.value, -problem.M, problem.M)
+    z_value = np.clip(z.value, 0.0, 1.0)
+    return Relaxation(float(program.value) * scale, W_value, z_value, time.perf_counter() - start)
+
+
+def perspective_lp_relaxation(
+    problem: LayerProblem, tol: float = 1e-6, max_iterations: int = 500, time_limit: float = 60.0
+) -> Relaxation:
+    """The perspective relaxation by cutting planes over HiGHS LPs, to relative accuracy ``tol``.
+
+    Returns the last LP value (a valid lower bound, within ``tol`` of the relaxation when it
+    converged) and the LP's point.
+    """
+    start = time.perf_counter()
+    model = ExtendedModel(problem)
+    model.add_cuts_at(fit_support(problem, np.ones(problem.n_groups, bool)))
+    value, point, iteration = -np.inf, None, 0
+    for iteration in range(1, max_iterations + 1):  # noqa: B007 (iteration is reported)
+        remaining = time_limit - (time.perf_counter() - start)
+        status, value = model.solve(max(remaining, 1e-3))
+        if status != "optimal":
+            raise RuntimeError(f"HiGHS did not solve the perspective LP ({status})")
+        point = model.point()
+        W, z = point["w"], point["z"]
+        true_value = perspective_objective(problem, W, z)
+        if true_value - value <= tol * max(abs(true_value), 1e-12) or remaining <= 0:
+            break
+        scale = tol * max(abs(true_value), 1e-12) * 1e-3
+        s = point["s"]
+        model.add_loss_cuts(s, point["eta"] < s * s - scale)
+        zc = z[np.arange(problem.d) // problem.group_size]
+        ratio = np.where(zc > 1e-12, W / np.maximum(zc, 1e-12), 0.0)  # the cut is tight on the
+        ridge = problem.alpha * W * ratio  # ray w/z = ratio, where v must reach alpha*w^2/z
+        model.add_ridge_cuts(ratio, point["v"] < ridge - scale)
+    return Relaxation(value, point["w"], point["z"], time.perf_counter() - start, iteration)

@@ -1,0 +1,205 @@
+"""``spr.solve_mip``: prune the input channels of one layer exactly (DESIGN.md §3.4).
+
+For a layer with weight W0 and calibration inputs X, the rows of the least-squares problem are
+the layer's input vectors (a Linear layer) or its unfolded input patches (a conv: batch x output
+positions rows of ``in_channels * kh * kw`` entries), the targets are ``Y = rows @ W0^T``
+(the layer's own outputs without bias), and the groups are the input channels::
+
+    min_{W,z}  (1/N)*||rows W^T - Y||_F^2 + lam * sum_j [alpha*||W_{:,j}||^2 + (1 - alpha)*z_j]
+    s.t.       |W_ij| <= M*z_j,  z_j in {0, 1},  optional sum_j z_j <= max_keep,
+               sum_j cost_j*z_j <= budget
+
+Dropping input channel j of this layer is dropping output channel j of the layer before it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import mip
+from spr._checks import check_alpha, check_nonnegative, check_positive
+
+__all__ = ["LayerSolution", "layer_rows", "solve_mip"]
+
+_RELAXATIONS = {
+    "big_m": mip.big_m_relaxation,
+    "perspective": mip.perspective_relaxation,
+    "perspective_lp": mip.perspective_lp_relaxation,
+}
+
+
+@dataclass(frozen=True, eq=False)
+class LayerSolution:
+    """The result of :func:`solve_mip`.
+
+    Attributes:
+        keep: (in_channels,) bool numpy array, the kept input channels.
+        weight: tensor shaped like ``layer.weight``: refit on the kept channels, zero elsewhere.
+        objective: the objective at (weight, keep); ``bound``: a proven lower bound;
+        gap: ``(objective - bound) / |objective|``.
+        status: ``"optimal"`` (gap <= mip_gap), ``"time_limit"`` or ``"infeasible"``.
+        relaxations: ``{"big_m": value, "perspective": value, ...}``.
+        iterations, seconds: master problems solved and wall time of the exact solver.
+        problem: the :class:`mip.LayerProblem` (to recompute the objective or call other solvers).
+        history: the exact solver's bounds per iteration.
+    """
+
+    keep: np.ndarray
+    weight: Tensor
+    objective: float
+    bound: float
+    gap: float
+    status: str
+    relaxations: dict[str, float]
+    iterations: int
+    seconds: float
+    problem: mip.LayerProblem
+    history: list[dict] = field(default_factory=list)
+
+
+def _conv_padding(layer: nn.Conv2d) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) zero padding equivalent to the layer's ``padding``."""
+    if isinstance(layer.padding, str):
+        if layer.padding == "valid":
+            return (0, 0, 0, 0)
+        pads = []  # "same" (stride 1): total dilation*(k-1), the extra pixel on the right
+        for k, dil in zip(layer.kernel_size, layer.dilation, strict=True):
+            total = dil * (k - 1)
+            pads.append((total // 2, total - total // 2))
+        (top, bottom), (left, right) = pads
+        return (left, right, top, bottom)
+    ph, pw = layer.padding
+    return (pw, pw, ph, ph)
+
+
+def layer_rows(layer: nn.Module, X: Tensor) -> tuple[Tensor, int]:
+    """The least-squares rows of ``layer`` for inputs ``X`` and the group size.
+
+    Linear: X (N, in) -> (N, in), group size 1. Conv2d: X (N, C, H, W) ->
+    (N * positions, C*kh*kw) unfolded patches, group size kh*kw (channel-major, as F.unfold).
+    """
+    _check_layer(layer)
+    if not isinstance(X, Tensor):
+        raise ValueError(f"X must be a torch.Tensor; got {type(X).__name__}")
+    if not bool(torch.isfinite(X).all()):
+        raise ValueError("X contains NaN or infinite entries")
+    if isinstance(layer, nn.Linear):
+        if X.dim() != 2 or X.shape[1] != layer.in_features:
+            raise ValueError(
+                f"X for a Linear layer must have shape (N, {layer.in_features}); got "
+                f"{tuple(X.shape)}"
+            )
+        return X, 1
+    if X.dim() != 4 or X.shape[1] != layer.in_channels:
+        raise ValueError(
+            f"X for a Conv2d layer must have shape (N, {layer.in_channels}, H, W); got "
+            f"{tuple(X.shape)}"
+        )
+    X = F.pad(X, _conv_padding(layer))
+    for size, k, dil in zip(X.shape[2:], layer.kernel_size, layer.dilation, strict=True):
+        if size < dil * (k - 1) + 1:
+            raise ValueError(
+                f"X of padded spatial size {tuple(X.shape[2:])} is smaller than the kernel "
+                f"{layer.kernel_size} with dilation {layer.dilation}"
+            )
+    patches = F.unfold(X, layer.kernel_size, dilation=layer.dilation, stride=layer.stride)
+    rows = patches.transpose(1, 2).reshape(-1, patches.shape[1])
+    return rows, layer.kernel_size[0] * layer.kernel_size[1]
+
+
+def _check_layer(layer: nn.Module) -> None:
+    if isinstance(layer, nn.Linear):
+        return
+    if isinstance(layer, nn.Conv2d):
+        if layer.groups != 1:
+            raise ValueError(
+                f"grouped convolutions (groups={layer.groups}) are not supported: their input "
+                "channels do not all feed every output; use groups=1"
+            )
+        if layer.padding_mode != "zeros":
+            raise ValueError(f"padding_mode={layer.padding_mode!r} is not supported; use 'zeros'")
+        return
+    raise ValueError(
+        f"solve_mip supports nn.Linear and nn.Conv2d (groups=1); got {type(layer).__name__}"
+    )
+
+
+def solve_mip(
+    layer: nn.Linear | nn.Conv2d,
+    X: Tensor,
+    lam: float,
+    alpha: float,
+    M: float | None = None,
+    max_keep: int | None = None,
+    cost: np.ndarray | list[float] | None = None,
+    budget: float | None = None,
+    time_limit: float = 60.0,
+    mip_gap: float = 1e-4,
+    relaxations: tuple[str, ...] = ("big_m", "perspective"),
+    progress: bool = False,
+) -> LayerSolution:
+    """Choose the input channels of ``layer`` to keep by solving the layer MIP exactly.
+
+    Args:
+        layer: ``nn.Linear`` or ``nn.Conv2d`` (any stride, padding, dilation; groups=1).
+        X: a batch of inputs to the layer, (N, in) or (N, C, H, W).
+        lam, alpha: the regularisation (lam >= 0, alpha in (0, 1)).
+        M: the big-M bound; default ``2 * max |W0|``.
+        max_keep: at most this many channels kept; cost, budget: ``sum cost_j z_j <= budget``.
+        time_limit, mip_gap: stop at this wall time or relative gap.
+        relaxations: which relaxation values to report (``"big_m"``, ``"perspective"``,
+            ``"perspective_lp"``).
+
+    Example:
+        >>> torch.manual_seed(0)
+        >>> layer = nn.Linear(6, 3)
+        >>> sol = solve_mip(layer, torch.randn(64, 6), lam=0.05, alpha=0.5, max_keep=4)
+        >>> sol.status, int(sol.keep.sum()) <= 4, sol.weight.shape
+        ('optimal', True, torch.Size([3, 6]))
+    """
+    _check_layer(layer)
+    alpha = check_alpha(alpha)
+    lam = check_nonnegative("lam", lam)
+    check_positive("time_limit", time_limit)
+    check_nonnegative("mip_gap", mip_gap)
+    unknown = sorted(set(relaxations) - set(_RELAXATIONS))
+    if unknown:
+        raise ValueError(f"relaxations: unknown {unknown}; choose from {sorted(_RELAXATIONS)}")
+    W0 = layer.weight.detach()
+    if not bool(torch.isfinite(W0).all()):
+        raise ValueError("the layer's weight contains NaN or infinite entries")
+    rows, group_size = layer_rows(layer, X.detach())
+    W0 = W0.reshape(W0.shape[0], -1).double()
+    rows = rows.double()
+    if M is None:
+        M = 2.0 * float(W0.abs().max())
+        if M == 0:
+            raise ValueError("the layer's weight is all zero, so M=None (2*max|W0|) gives no bound")
+    M = check_positive("M", M)
+    problem = mip.LayerProblem.from_data(
+        rows.cpu().numpy(), (rows @ W0.T).cpu().numpy(), group_size, lam=lam, alpha=alpha,
+        M=M, max_keep=max_keep, cost=None if cost is None else np.asarray(cost, float),
+        budget=budget,
+    )
+    result = mip.solve_exact(problem, time_limit=time_limit, mip_gap=mip_gap, progress=progress)
+    values = {name: _RELAXATIONS[name](problem).value for name in relaxations}
+    weight = torch.from_numpy(result.weight).reshape(layer.weight.shape)
+    return LayerSolution(
+        keep=result.keep,
+        weight=weight.to(device=layer.weight.device, dtype=layer.weight.dtype),
+        objective=result.objective,
+        bound=result.bound,
+        gap=result.gap if math.isfinite(result.gap) else math.inf,
+        status=result.status,
+        relaxations=values,
+        iterations=result.iterations,
+        seconds=result.seconds,
+        problem=problem,
+        history=result.history,
+    )
