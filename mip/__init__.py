@@ -23,7 +23,10 @@ from mip._relaxations import (
 )
 from mip._result import MIPResult
 from mip._scip import solve_scip
+from mip._solver import forget_unavailable_modules
 from mip._support_fit import fit_support
+
+forget_unavailable_modules()  # keep torch.compile working beside Pyomo (see the function)
 
 __all__ = [
     "LayerProblem",

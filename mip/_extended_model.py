@@ -1,4 +1,4 @@
-"""The continuous relaxations of the layer problem as Pyomo models in extended space, for HiGHS.
+"""The LP outer approximation of the perspective relaxation, as a Pyomo model for HiGHS.
 
 Variables: the weights ``w[i, e]`` (out x d), the indicators ``z[j]``, the residual components
 ``s[i, k] = A[k] . w_i - B[k, i]`` (so the loss is ``sum s^2 + offset``), and, for the
@@ -9,10 +9,8 @@ outer-approximation masters, epigraph variables ``eta[i, k] >= s[i, k]^2`` and
     perspective cut at w_hat:  v   >= alpha*(2*w_hat*w - w_hat^2 * z_j)
                                (valid for z in [0, 1], tight on the ray w = w_hat * z)
 
-Every square is one-dimensional, so a few cuts per term approximate it well: this is the LP outer
-approximation of the perspective relaxation. With ``quadratic=True`` the objective keeps the
-squares ``s^2`` and ``alpha*w^2`` instead: a convex QP, the big-M relaxation. z is continuous in
-[0, 1] in both.
+Every square is one-dimensional, so a few cuts per term approximate it well. z is continuous in
+[0, 1]; with enough cuts the LP value converges to the perspective relaxation's.
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ import pyomo.environ as pyo
 from numpy.typing import NDArray
 from pyomo.core.expr import LinearExpression
 
+from mip._constraints import add_side_constraints
 from mip._problem import LayerProblem
 from mip._solver import highs
 
@@ -38,9 +37,8 @@ def _values(var, shape) -> NDArray[np.float64]:
 class ExtendedModel:
     """Build once, add cuts, re-solve: a persistent HiGHS model of one :class:`LayerProblem`."""
 
-    def __init__(self, problem: LayerProblem, *, quadratic: bool = False) -> None:
+    def __init__(self, problem: LayerProblem) -> None:
         self.problem = problem
-        self.quadratic = quadratic
         A, B, offset = problem.factors
         out, d, r, k = problem.n_out, problem.d, A.shape[0], problem.group_size
         self.shape_w, self.shape_s = (out, d), (out, r)
@@ -52,40 +50,29 @@ class ExtendedModel:
         m.z = pyo.Var(m.J, domain=pyo.UnitInterval)
         m.s = pyo.Var(m.I, m.K)
 
+        significant = np.abs(A) > 1e-12 * np.abs(A).max(initial=0.0)  # no round-off dust for HiGHS
+
         def define(m, i, kk):
+            columns = np.flatnonzero(significant[kk])
             return LinearExpression(
                 constant=-float(B[kk, i]),
-                linear_coefs=[float(a) for a in A[kk]],
-                linear_vars=[m.w[i, e] for e in range(d)],
+                linear_coefs=[float(A[kk, e]) for e in columns],
+                linear_vars=[m.w[i, e] for e in columns],
             ) - m.s[i, kk] == 0
 
         m.define = pyo.Constraint(m.I, m.K, rule=define)
         m.upper = pyo.Constraint(m.I, m.E, rule=lambda m, i, e: m.w[i, e] <= M * m.z[e // k])
         m.lower = pyo.Constraint(m.I, m.E, rule=lambda m, i, e: -m.w[i, e] <= M * m.z[e // k])
-        if problem.max_keep is not None:
-            m.cardinality = pyo.Constraint(expr=sum(m.z[j] for j in m.J) <= problem.max_keep)
-        if problem.cost is not None:
-            m.budget = pyo.Constraint(
-                expr=sum(float(c) * m.z[j] for j, c in enumerate(problem.cost)) <= problem.budget
-            )
+        add_side_constraints(m, problem)
         lam, a = problem.lam, problem.alpha
         constant = float(offset.sum())
         count = lam * (1 - a) * sum(m.z[j] for j in m.J)
-        if quadratic:
-            m.objective = pyo.Objective(
-                expr=constant
-                + sum(m.s[i, kk] ** 2 for i in m.I for kk in m.K)
-                + lam * a * sum(m.w[i, e] ** 2 for i in m.I for e in m.E)
-                + count
-            )
-        else:
-            m.eta = pyo.Var(m.I, m.K, bounds=(0, None))
-            m.v = pyo.Var(m.I, m.E, bounds=(0, None))
-            m.cuts = pyo.ConstraintList()
-            m.objective = pyo.Objective(
-                expr=constant + pyo.quicksum(m.eta.values()) + lam * pyo.quicksum(m.v.values())
-                + count
-            )
+        m.eta = pyo.Var(m.I, m.K, bounds=(0, None))
+        m.v = pyo.Var(m.I, m.E, bounds=(0, None))
+        m.cuts = pyo.ConstraintList()
+        m.objective = pyo.Objective(
+            expr=constant + pyo.quicksum(m.eta.values()) + lam * pyo.quicksum(m.v.values()) + count
+        )
         self.model = m
         self.solver = highs()
         self.n_cuts = 0
@@ -136,12 +123,10 @@ class ExtendedModel:
 
     def point(self) -> dict[str, NDArray]:
         m = self.model
-        out = {
+        return {
             "w": _values(m.w, self.shape_w),
             "z": _values(m.z, (self.problem.n_groups,)),
             "s": _values(m.s, self.shape_s),
+            "eta": _values(m.eta, self.shape_s),
+            "v": _values(m.v, self.shape_w),
         }
-        if not self.quadratic:
-            out["eta"] = _values(m.eta, self.shape_s)
-            out["v"] = _values(m.v, self.shape_w)
-        return out

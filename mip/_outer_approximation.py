@@ -35,6 +35,7 @@ import pyomo.environ as pyo
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
+from mip._constraints import add_side_constraints
 from mip._problem import LayerProblem
 from mip._result import MIPResult, relative_gap
 from mip._solver import highs
@@ -94,12 +95,7 @@ class _Master:
         m.J = pyo.RangeSet(0, problem.n_groups - 1)
         m.z = pyo.Var(m.J, domain=pyo.Binary)
         m.theta = pyo.Var(bounds=(float(problem.factors[2].sum()), None))
-        if problem.max_keep is not None:
-            m.cardinality = pyo.Constraint(expr=sum(m.z[j] for j in m.J) <= problem.max_keep)
-        if problem.cost is not None:
-            m.budget = pyo.Constraint(
-                expr=sum(float(c) * m.z[j] for j, c in enumerate(problem.cost)) <= problem.budget
-            )
+        add_side_constraints(m, problem)
         m.cuts = pyo.ConstraintList()
         count = problem.lam * (1 - problem.alpha)
         m.objective = pyo.Objective(expr=m.theta + count * sum(m.z[j] for j in m.J))

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from mip._constraints import add_side_constraints
 from mip._extended_model import ExtendedModel
 from mip._problem import LayerProblem
-from mip._solver import require
+from mip._solver import highs, require
 from mip._support_fit import fit_support
 
 __all__ = ["Relaxation", "big_m_relaxation", "perspective_relaxation", "perspective_lp_relaxation"]
@@ -36,6 +37,7 @@ class Relaxation:
     z: NDArray[np.float64]
     seconds: float
     iterations: int = 1
+    converged: bool = True  # False: a cutting-plane bound stopped by its iteration or time limit
 
 
 def perspective_objective(problem: LayerProblem, W: NDArray, z: NDArray) -> float:
@@ -48,14 +50,42 @@ def perspective_objective(problem: LayerProblem, W: NDArray, z: NDArray) -> floa
 
 
 def big_m_relaxation(problem: LayerProblem, time_limit: float = 60.0) -> Relaxation:
-    """The big-M relaxation, a convex QP solved by HiGHS."""
+    """The big-M relaxation, a convex QP solved by HiGHS::
+
+        min  sum_i [w_i^T (gram + lam*alpha*I) w_i - 2 xty_i^T w_i + yty_i] + lam*(1-alpha)*sum z
+        s.t. |w_ie| <= M*z_j,  0 <= z <= 1,  cardinality and budget as given.
+    """
+    import pyomo.environ as pyo
+
     start = time.perf_counter()
-    model = ExtendedModel(problem, quadratic=True)
-    status, value = model.solve(time_limit)
-    if status != "optimal":
-        raise RuntimeError(f"HiGHS did not solve the big-M relaxation ({status})")
-    point = model.point()
-    return Relaxation(value, point["w"], point["z"], time.perf_counter() - start)
+    out, d, k, M = problem.n_out, problem.d, problem.group_size, problem.M
+    hessian = problem.gram + problem.lam * problem.alpha * np.eye(d)
+    m = pyo.ConcreteModel(name="big_m_relaxation")
+    m.I, m.E, m.J = (pyo.RangeSet(0, n - 1) for n in (out, d, problem.n_groups))
+    m.w = pyo.Var(m.I, m.E, bounds=(-M, M), initialize=0.0)
+    m.z = pyo.Var(m.J, domain=pyo.UnitInterval)
+    m.upper = pyo.Constraint(m.I, m.E, rule=lambda m, i, e: m.w[i, e] <= M * m.z[e // k])
+    m.lower = pyo.Constraint(m.I, m.E, rule=lambda m, i, e: -m.w[i, e] <= M * m.z[e // k])
+    add_side_constraints(m, problem)
+    rows, cols = np.nonzero(np.triu(hessian))
+    quadratic = sum(
+        (1.0 if a == b else 2.0) * float(hessian[a, b]) * m.w[i, a] * m.w[i, b]
+        for i in range(out) for a, b in zip(rows, cols, strict=True)
+    )
+    linear = sum(-2.0 * float(problem.xty[e, i]) * m.w[i, e] for i in range(out) for e in range(d))
+    count = problem.lam * (1 - problem.alpha) * sum(m.z[j] for j in m.J)
+    m.objective = pyo.Objective(expr=float(problem.yty.sum()) + quadratic + linear + count)
+    solver = highs()
+    solver.config.time_limit = time_limit
+    solver.config.raise_exception_on_nonoptimal_result = False
+    results = solver.solve(m)
+    if results.termination_condition.name != "convergenceCriteriaSatisfied":
+        raise RuntimeError(
+            f"HiGHS did not solve the big-M relaxation ({results.termination_condition.name})"
+        )
+    W = np.array([[m.w[i, e].value for e in range(d)] for i in range(out)])
+    z = np.array([m.z[j].value for j in m.J])
+    return Relaxation(float(results.incumbent_objective), W, z, time.perf_counter() - start)
 
 
 def perspective_relaxation(problem: LayerProblem) -> Relaxation:
@@ -98,7 +128,7 @@ def perspective_lp_relaxation(
     start = time.perf_counter()
     model = ExtendedModel(problem)
     model.add_cuts_at(fit_support(problem, np.ones(problem.n_groups, bool)))
-    value, point, iteration = -np.inf, None, 0
+    value, point, iteration, converged = -np.inf, None, 0, False
     for iteration in range(1, max_iterations + 1):  # noqa: B007 (iteration is reported)
         remaining = time_limit - (time.perf_counter() - start)
         status, value = model.solve(max(remaining, 1e-3))
@@ -107,7 +137,8 @@ def perspective_lp_relaxation(
         point = model.point()
         W, z = point["w"], point["z"]
         true_value = perspective_objective(problem, W, z)
-        if true_value - value <= tol * max(abs(true_value), 1e-12) or remaining <= 0:
+        converged = true_value - value <= tol * max(abs(true_value), 1e-12)
+        if converged or remaining <= 0:
             break
         scale = tol * max(abs(true_value), 1e-12) * 1e-3
         s = point["s"]
@@ -116,4 +147,5 @@ def perspective_lp_relaxation(
         ratio = np.where(zc > 1e-12, W / np.maximum(zc, 1e-12), 0.0)  # the cut is tight on the
         ridge = problem.alpha * W * ratio  # ray w/z = ratio, where v must reach alpha*w^2/z
         model.add_ridge_cuts(ratio, point["v"] < ridge - scale)
-    return Relaxation(value, point["w"], point["z"], time.perf_counter() - start, iteration)
+    return Relaxation(value, point["w"], point["z"], time.perf_counter() - start, iteration,
+                      converged)

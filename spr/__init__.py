@@ -5,6 +5,7 @@ Public API:
     spr_prox                     proximal operator of lam*SPR for M = inf
     SPRegularizer                the training penalty as an nn.Module
     solve_mip, LayerSolution     exact input-channel selection of one layer (Pyomo + HiGHS)
+    layer_problem                that layer's MIP as a mip.LayerProblem (for the mip solvers)
     models                       CIFAR-style ResNets (spr.models.resnet20/56/110)
 """
 
@@ -12,10 +13,11 @@ from spr import models
 from spr._closed_form import spr_indicator, spr_penalty
 from spr._prox import spr_prox
 from spr._regularizer import SPRegularizer
-from spr._solve_mip import LayerSolution, solve_mip
+from spr._solve_mip import LayerSolution, layer_problem, solve_mip
 
 __all__ = [
     "LayerSolution",
+    "layer_problem",
     "SPRegularizer",
     "models",
     "solve_mip",

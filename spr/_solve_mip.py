@@ -25,7 +25,7 @@ from torch import Tensor, nn
 import mip
 from spr._checks import check_alpha, check_nonnegative, check_positive
 
-__all__ = ["LayerSolution", "layer_rows", "solve_mip"]
+__all__ = ["LayerSolution", "layer_problem", "layer_rows", "solve_mip"]
 
 _RELAXATIONS = {
     "big_m": mip.big_m_relaxation,
@@ -130,6 +130,39 @@ def _check_layer(layer: nn.Module) -> None:
     )
 
 
+def layer_problem(
+    layer: nn.Linear | nn.Conv2d,
+    X: Tensor,
+    lam: float,
+    alpha: float,
+    M: float | None = None,
+    max_keep: int | None = None,
+    cost: np.ndarray | list[float] | None = None,
+    budget: float | None = None,
+) -> mip.LayerProblem:
+    """The :class:`mip.LayerProblem` of ``layer`` for inputs ``X`` (arguments as in
+    :func:`solve_mip`): the statistics of the unfolded rows, in float64."""
+    _check_layer(layer)
+    alpha = check_alpha(alpha)
+    lam = check_nonnegative("lam", lam)
+    W0 = layer.weight.detach()
+    if not bool(torch.isfinite(W0).all()):
+        raise ValueError("the layer's weight contains NaN or infinite entries")
+    rows, group_size = layer_rows(layer, X.detach())
+    W0 = W0.reshape(W0.shape[0], -1).double()
+    rows = rows.double()
+    if M is None:
+        M = 2.0 * float(W0.abs().max())
+        if M == 0:
+            raise ValueError("the layer's weight is all zero, so M=None (2*max|W0|) gives no bound")
+    M = check_positive("M", M)
+    return mip.LayerProblem.from_data(
+        rows.cpu().numpy(), (rows @ W0.T).cpu().numpy(), group_size, lam=lam, alpha=alpha,
+        M=M, max_keep=max_keep, cost=None if cost is None else np.asarray(cost, float),
+        budget=budget,
+    )
+
+
 def solve_mip(
     layer: nn.Linear | nn.Conv2d,
     X: Tensor,
@@ -157,36 +190,18 @@ def solve_mip(
             ``"perspective_lp"``).
 
     Example:
-        >>> torch.manual_seed(0)
+        >>> _ = torch.manual_seed(0)
         >>> layer = nn.Linear(6, 3)
         >>> sol = solve_mip(layer, torch.randn(64, 6), lam=0.05, alpha=0.5, max_keep=4)
         >>> sol.status, int(sol.keep.sum()) <= 4, sol.weight.shape
         ('optimal', True, torch.Size([3, 6]))
     """
-    _check_layer(layer)
-    alpha = check_alpha(alpha)
-    lam = check_nonnegative("lam", lam)
     check_positive("time_limit", time_limit)
     check_nonnegative("mip_gap", mip_gap)
     unknown = sorted(set(relaxations) - set(_RELAXATIONS))
     if unknown:
         raise ValueError(f"relaxations: unknown {unknown}; choose from {sorted(_RELAXATIONS)}")
-    W0 = layer.weight.detach()
-    if not bool(torch.isfinite(W0).all()):
-        raise ValueError("the layer's weight contains NaN or infinite entries")
-    rows, group_size = layer_rows(layer, X.detach())
-    W0 = W0.reshape(W0.shape[0], -1).double()
-    rows = rows.double()
-    if M is None:
-        M = 2.0 * float(W0.abs().max())
-        if M == 0:
-            raise ValueError("the layer's weight is all zero, so M=None (2*max|W0|) gives no bound")
-    M = check_positive("M", M)
-    problem = mip.LayerProblem.from_data(
-        rows.cpu().numpy(), (rows @ W0.T).cpu().numpy(), group_size, lam=lam, alpha=alpha,
-        M=M, max_keep=max_keep, cost=None if cost is None else np.asarray(cost, float),
-        budget=budget,
-    )
+    problem = layer_problem(layer, X, lam, alpha, M, max_keep, cost, budget)
     result = mip.solve_exact(problem, time_limit=time_limit, mip_gap=mip_gap, progress=progress)
     values = {name: _RELAXATIONS[name](problem).value for name in relaxations}
     weight = torch.from_numpy(result.weight).reshape(layer.weight.shape)

@@ -1,0 +1,23 @@
+"""Solver access: clear errors for missing packages, and Pyomo's placeholders kept harmless."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+import mip
+from mip._solver import require
+from tests.mip.instances import random_problem
+
+
+def test_missing_package_names_what_to_install():
+    with pytest.raises(ImportError, match="pip install not-a-real-solver"):
+        require("not_a_real_solver", "not-a-real-solver", "a test")
+
+
+def test_module_scan_survives_pyomo_placeholders():
+    """pickle.whichmodule (reached by torch.compile's cache) scans sys.modules; Pyomo's
+    placeholders for uninstalled optional packages used to make that scan raise."""
+    mip.solve_exact(random_problem(np.random.default_rng(0), 4))
+    mip.big_m_relaxation(random_problem(np.random.default_rng(0), 4))
+    assert pickle.whichmodule(object(), "no_such_name_anywhere") == "__main__"
