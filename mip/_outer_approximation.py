@@ -16,11 +16,13 @@ z_hat with weights W and loss gradient ``gamma = grad loss(W)``, the tangent (pe
     psi(x) = x^2 / (4*alpha*lam)   if |x| <= 2*alpha*lam*M,   M*|x| - alpha*lam*M^2   otherwise
 
 valid for all z in [0, 1]^n (it is the Lagrangian bound of the perspective program with the dual
-variables of z_hat), and tight at z_hat. The master ``min theta + lam*(1-alpha)*sum z`` over the
-cuts is a small MILP that HiGHS solves; its optimum is a lower bound, the best evaluated support an
-upper bound, and a support evaluated twice closes the gap, so the loop ends after finitely many
-iterations. Whenever the incumbent improves, its neighbouring supports are evaluated as well
-(local search), which both improves the incumbent and adds cuts where they matter. With
+variables of z_hat), and tight at z_hat. For fixed z everything separates over the output rows of
+W, so phi, gamma and the cut are split by row and the master carries one theta per row. The
+master ``min sum_i theta_i + lam*(1-alpha)*sum z`` over the cuts is a small MILP that HiGHS
+solves; its optimum is a lower bound, the best evaluated support an upper bound, and a support
+evaluated twice closes the gap, so the loop ends after finitely many iterations. Whenever the
+incumbent improves, its neighbouring supports are evaluated as well (local search), which both
+improves the incumbent and adds cuts where they matter. With
 ``cuts="tangent"`` the cuts come from the big-M value function instead (ridge
 term without the perspective): ``g_j`` loses the ``-lam*alpha*||W_j||^2`` part and ``psi(x)``
 becomes ``M*|x|``, a weaker model that needs more iterations (the benchmark's baseline).
@@ -62,13 +64,14 @@ def _neighbours(keep: NDArray[np.bool_], swaps: bool) -> list[NDArray[np.bool_]]
 
 def support_cut(
     problem: LayerProblem, keep: NDArray[np.bool_], W: NDArray, perspective: bool = True
-) -> tuple[float, NDArray[np.float64]]:
-    """``(phi(z_hat), g)``: the value of support ``keep`` at its fitted weights ``W`` and the cut
-    slopes per group (module docstring)."""
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """``(phi, g)``: per output row i, the value ``phi[i]`` of support ``keep`` at its fitted
+    weights ``W`` and the cut slopes ``g[i]`` per group (module docstring). phi separates over
+    the rows for fixed z, so each row gets its own cut (a multi-cut master)."""
     A, B, offset = problem.factors
     lam_a, M = problem.lam * problem.alpha, problem.M
     residual = W @ A.T - B.T  # (out, r)
-    phi = float(np.sum(residual**2) + offset.sum() + lam_a * np.sum(W * W))
+    phi = np.sum(residual**2, axis=1) + offset + lam_a * np.sum(W * W, axis=1)
     gamma = 2.0 * residual @ A  # gradient of the loss, (out, d)
     kept = problem.group_columns(keep)[None, :]
     at_bound = kept & (np.abs(W) >= M * (1 - 1e-9))
@@ -83,29 +86,42 @@ def support_cut(
     else:
         psi = M * np.abs(gamma)
     slope = np.where(kept, slope, psi)
-    g = -slope.sum(axis=0).reshape(problem.n_groups, problem.group_size).sum(axis=1)
+    g = -slope.reshape(problem.n_out, problem.n_groups, problem.group_size).sum(axis=2)
     return phi, g
 
 
 class _Master:
-    """``min theta + lam*(1-alpha)*sum z`` over the cuts; z binary, with cardinality and budget."""
+    """``min sum_i theta_i + lam*(1-alpha)*sum z`` over the cuts (one theta per output row);
+    z binary, with cardinality and budget."""
 
     def __init__(self, problem: LayerProblem) -> None:
         m = pyo.ConcreteModel(name="support_master")
         m.J = pyo.RangeSet(0, problem.n_groups - 1)
+        m.I = pyo.RangeSet(0, problem.n_out - 1)
         m.z = pyo.Var(m.J, domain=pyo.Binary)
-        m.theta = pyo.Var(bounds=(float(problem.factors[2].sum()), None))
+        offset = problem.factors[2]
+        m.theta = pyo.Var(m.I, bounds=lambda m, i: (float(offset[i]), None))
         add_side_constraints(m, problem)
         m.cuts = pyo.ConstraintList()
         count = problem.lam * (1 - problem.alpha)
-        m.objective = pyo.Objective(expr=m.theta + count * sum(m.z[j] for j in m.J))
+        m.objective = pyo.Objective(
+            expr=sum(m.theta[i] for i in m.I) + count * sum(m.z[j] for j in m.J)
+        )
         self.model, self.solver = m, highs()
 
-    def add_cut(self, phi: float, g: NDArray, keep: NDArray) -> None:
+    def add_cuts(self, phi: NDArray, g: NDArray, keep: NDArray) -> None:
+        """``theta_i >= phi_i + g_i . (z - keep)`` for every output row i.
+
+        Slopes too small for the LP solver (below 1e-9 of the largest) are dropped, and the cut
+        is lowered by their magnitude so it stays valid for every z in [0, 1]^n."""
         m = self.model
-        m.cuts.add(
-            m.theta >= phi + sum(float(g[j]) * (m.z[j] - float(keep[j])) for j in range(len(g)))
-        )
+        for i in range(len(phi)):
+            tiny = np.abs(g[i]) < 1e-9 * max(1.0, float(np.abs(g[i]).max()))
+            constant = float(phi[i]) - float(np.abs(g[i][tiny]).sum())
+            terms = [(j, float(g[i, j])) for j in np.flatnonzero(~tiny)]
+            m.cuts.add(
+                m.theta[i] >= constant + sum(c * (m.z[j] - float(keep[j])) for j, c in terms)
+            )
 
     def solve(self, time_limit: float) -> tuple[str, float, NDArray[np.bool_] | None]:
         config = self.solver.config
@@ -168,7 +184,7 @@ def solve_exact(
         seen.add(keep.tobytes())
         W = fit_support(problem, keep)
         phi, g = support_cut(problem, keep, W, perspective=cuts == "perspective")
-        master.add_cut(phi, g, keep)
+        master.add_cuts(phi, g, keep)
         if problem.violation(W, keep) > 0:
             return
         value = problem.objective(W, keep)
