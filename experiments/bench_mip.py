@@ -17,20 +17,16 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-import os
 import platform
 import statistics
-import tempfile
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from _common import RESULTS, save_figure, write_json
 from tqdm import tqdm
 
 import mip
 
-RESULTS = Path(__file__).resolve().parent / "results"
 KINDS = {"linear": (1, 4), "conv3x3": (9, 2)}  # group size, outputs
 
 
@@ -45,14 +41,6 @@ def instance(kind: str, n: int, seed: int) -> mip.LayerProblem:
         X, X @ W0.T, k, lam=0.1, alpha=0.5, M=2 * float(np.abs(W0).max()),
         max_keep=n // 2 if seed % 2 else None,
     )
-
-
-def write_atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    os.close(fd)
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def main() -> None:
@@ -100,8 +88,7 @@ def main() -> None:
     payload = {"benchmark": "layer MIP, time to prove optimality", "time_limit": args.time_limit,
                "mip_gap": 1e-4, "hardware": platform.processor() or platform.machine(),
                "scip": have_scip, "runs": runs, "summary": summary}
-    text = json.dumps(payload, indent=2)
-    write_atomic(RESULTS / "bench_mip.json", lambda p: Path(p).write_text(text))
+    write_json(RESULTS / "bench_mip.json", payload)
 
     fig, axes = plt.subplots(1, len(args.kinds), figsize=(5.5 * len(args.kinds), 4), squeeze=False)
     for ax, kind in zip(axes[0], args.kinds, strict=True):
@@ -114,7 +101,7 @@ def main() -> None:
                title=f"{kind} layers")
         ax.legend()
     fig.tight_layout()
-    write_atomic(RESULTS / "bench_mip.png", lambda p: fig.savefig(p, dpi=110, format="png"))
+    save_figure(RESULTS / "bench_mip.png", fig)
     print(f"wrote {RESULTS / 'bench_mip.json'} and {RESULTS / 'bench_mip.png'}")
 
 

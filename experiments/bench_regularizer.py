@@ -12,29 +12,17 @@ Prints a table and writes ``experiments/results/bench_regularizer_<device>.json`
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import RESULTS, write_json
 from tqdm import tqdm
 
 import spr
 from spr.models import resnet56
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(f.name, path)
 
 
 def main() -> None:
@@ -117,7 +105,7 @@ def main() -> None:
         "rows": rows,
     }
     out = RESULTS / f"bench_regularizer_{device.type}.json"
-    write_json_atomic(out, payload)
+    write_json(out, payload)
     print(f"wrote {out}")
 
 

@@ -12,21 +12,16 @@ Prints a table; writes ``experiments/results/demo_spr.json`` and ``demo_spr.png`
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
-from pathlib import Path
 
 import matplotlib.pyplot as plt  # picks a non-interactive backend when there is no display
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
+from _common import RESULTS, digits_split, save_figure, write_json
 from torch import nn
 from tqdm import tqdm
 
 import spr
 
-RESULTS = Path(__file__).resolve().parent / "results"
 COLLAPSED = 0.01  # y* below this: the group's norm fell below 1% of its starting scale
 
 
@@ -78,14 +73,6 @@ def zero_collapsed(model: nn.Sequential, indicators: dict[str, torch.Tensor]) ->
     return count
 
 
-def write_atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    os.close(fd)
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
@@ -93,12 +80,7 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.5)
     args = parser.parse_args()
 
-    data = load_digits()
-    X = torch.tensor(data.images, dtype=torch.float32)[:, None] / 16.0
-    y = torch.tensor(data.target)
-    perm = torch.randperm(len(X), generator=torch.Generator().manual_seed(0))
-    X, y = X[perm], y[perm]
-    train_set, test_set = (X[:1400], y[:1400]), (X[1400:], y[1400:])
+    train_set, test_set = digits_split()
 
     torch.manual_seed(0)
     dense, pruned = convnet(), convnet()
@@ -127,8 +109,7 @@ def main() -> None:
         "accuracy_collapsed_zeroed": acc_zeroed, "collapsed_without_spr": collapsed_dense,
         "collapsed_with_spr": removed, "penalty_per_epoch": penalties,
     }
-    text = json.dumps(result, indent=2)
-    write_atomic(RESULTS / "demo_spr.json", lambda p: Path(p).write_text(text))
+    write_json(RESULTS / "demo_spr.json", result)
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     bins = torch.logspace(-5, 0, 41).numpy()
@@ -143,7 +124,7 @@ def main() -> None:
     axes[1].set(xlabel="epoch", ylabel="SPR penalty (lam * weighted mean)",
                 title="The penalty during training")
     fig.tight_layout()
-    write_atomic(RESULTS / "demo_spr.png", lambda p: fig.savefig(p, dpi=110, format="png"))
+    save_figure(RESULTS / "demo_spr.png", fig)
     print(f"wrote {RESULTS / 'demo_spr.json'} and {RESULTS / 'demo_spr.png'}")
 
 

@@ -18,33 +18,19 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import os
-import tempfile
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
+from _common import RESULTS, digits_split, save_figure, write_json
 from torch import nn
 from tqdm import tqdm
 
 import mip
 import spr
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LAM, ALPHA = 1e-3, 0.5
-
-
-def digits():
-    data = load_digits()
-    X = torch.tensor(data.images, dtype=torch.float32)[:, None] / 16.0
-    y = torch.tensor(data.target)
-    perm = torch.randperm(len(X), generator=torch.Generator().manual_seed(0))
-    X, y = X[perm], y[perm]
-    return (X[:1400], y[:1400]), (X[1400:], y[1400:])
 
 
 def mlp(width: int) -> nn.Sequential:
@@ -117,7 +103,7 @@ def magnitude_keep(weight: torch.Tensor, count: int) -> np.ndarray:
 
 
 def toy_net_table(quick: bool) -> list[dict]:
-    train_set, test_set = digits()
+    train_set, test_set = digits_split()
     width = 10 if quick else 12
     nets = [("MLP", mlp(width), 1, 3), ("CNN", cnn(8 if quick else 10), 0, 2)]
     rows = []
@@ -178,14 +164,6 @@ def bounds_table(quick: bool, real_layers) -> tuple[list[dict], list[dict]]:
     return rows, histories
 
 
-def write_atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    os.close(fd)
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller nets and fewer instances")
@@ -211,8 +189,7 @@ def main() -> None:
 
     result = {"lam": LAM, "alpha": ALPHA, "quick": args.quick, "toy_nets": toy,
               "bounds": bounds}
-    text = json.dumps(result, indent=2)
-    write_atomic(RESULTS / "layerwise_mip.json", lambda p: Path(p).write_text(text))
+    write_json(RESULTS / "layerwise_mip.json", result)
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     longest = max(histories, key=lambda h: len(h["history"]))
@@ -223,8 +200,7 @@ def main() -> None:
            title=f"Bounds of the exact solver: {longest['instance']}")
     ax.legend()
     fig.tight_layout()
-    write_atomic(RESULTS / "layerwise_mip_bounds.png",
-                 lambda p: fig.savefig(p, dpi=110, format="png"))
+    save_figure(RESULTS / "layerwise_mip_bounds.png", fig)
     print(f"wrote {RESULTS / 'layerwise_mip.json'} and {RESULTS / 'layerwise_mip_bounds.png'}")
 
 
