@@ -20,7 +20,7 @@ Factorisation used by every solver: with ``gram = Q diag(l) Q^T`` (eigenvalues b
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -63,7 +63,6 @@ class LayerProblem:
     max_keep: int | None = None
     cost: NDArray[np.float64] | None = None
     budget: float | None = None
-    names: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -109,8 +108,6 @@ class LayerProblem:
         set_(self, "M", float(self.M))
         if self.max_keep is not None:
             set_(self, "max_keep", int(self.max_keep))
-        if self.names and len(self.names) != n_groups:
-            raise ValueError(f"names: need one per group ({n_groups}); got {len(self.names)}")
 
     @classmethod
     def from_data(cls, X: ArrayLike, Y: ArrayLike, group_size: int, **settings) -> LayerProblem:

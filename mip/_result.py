@@ -30,7 +30,6 @@ class MIPResult:
         status: ``"optimal"`` (gap <= the requested gap), ``"time_limit"`` or ``"infeasible"``.
         iterations: master problems solved (outer approximation) or supports evaluated.
         seconds: wall time.
-        relaxations: optional relaxation values by name (``"big_m"``, ``"perspective"``, ...).
         history: per iteration ``{"iteration", "lower", "upper", "seconds"}``.
         supports_evaluated: supports whose best weights were computed (exact solvers).
     """
@@ -43,6 +42,5 @@ class MIPResult:
     status: str
     iterations: int
     seconds: float
-    relaxations: dict[str, float] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     supports_evaluated: int = 0

@@ -14,7 +14,6 @@ Dropping input channel j of this layer is dropping output channel j of the layer
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -210,7 +209,7 @@ def solve_mip(
         weight=weight.to(device=layer.weight.device, dtype=layer.weight.dtype),
         objective=result.objective,
         bound=result.bound,
-        gap=result.gap if math.isfinite(result.gap) else math.inf,
+        gap=result.gap,
         status=result.status,
         relaxations=values,
         iterations=result.iterations,
