@@ -112,11 +112,11 @@ class _Master:
     def add_cuts(self, phi: NDArray, g: NDArray, keep: NDArray) -> None:
         """``theta_i >= phi_i + g_i . (z - keep)`` for every output row i.
 
-        Slopes too small for the LP solver (below 1e-9 of the largest) are dropped, and the cut
-        is lowered by their magnitude so it stays valid for every z in [0, 1]^n."""
+        Slopes below 1e-9, which HiGHS would ignore, are dropped, and the cut is lowered by
+        their magnitude so it stays valid for every z in [0, 1]^n."""
         m = self.model
         for i in range(len(phi)):
-            tiny = np.abs(g[i]) < 1e-9 * max(1.0, float(np.abs(g[i]).max()))
+            tiny = np.abs(g[i]) < 1e-9
             constant = float(phi[i]) - float(np.abs(g[i][tiny]).sum())
             terms = [(j, float(g[i, j])) for j in np.flatnonzero(~tiny)]
             m.cuts.add(
