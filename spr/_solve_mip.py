@@ -138,27 +138,42 @@ def layer_problem(
     max_keep: int | None = None,
     cost: np.ndarray | list[float] | None = None,
     budget: float | None = None,
+    chunk_size: int = 256,
 ) -> mip.LayerProblem:
     """The :class:`mip.LayerProblem` of ``layer`` for inputs ``X`` (arguments as in
-    :func:`solve_mip`): the statistics of the unfolded rows, in float64."""
+    :func:`solve_mip`): the statistics of the unfolded rows, accumulated in float64 over chunks
+    of ``chunk_size`` inputs."""
     _check_layer(layer)
     alpha = check_alpha(alpha)
     lam = check_nonnegative("lam", lam)
     W0 = layer.weight.detach()
     if not bool(torch.isfinite(W0).all()):
         raise ValueError("the layer's weight contains NaN or infinite entries")
-    rows, group_size = layer_rows(layer, X.detach())
     W0 = W0.reshape(W0.shape[0], -1).double()
-    rows = rows.double()
     if M is None:
         M = 2.0 * float(W0.abs().max())
         if M == 0:
             raise ValueError("the layer's weight is all zero, so M=None (2*max|W0|) gives no bound")
     M = check_positive("M", M)
-    return mip.LayerProblem.from_data(
-        rows.cpu().numpy(), (rows @ W0.T).cpu().numpy(), group_size, lam=lam, alpha=alpha,
-        M=M, max_keep=max_keep, cost=None if cost is None else np.asarray(cost, float),
-        budget=budget,
+    if not isinstance(X, Tensor) or X.dim() == 0 or X.shape[0] == 0:
+        raise ValueError("X must be a non-empty torch.Tensor batch of inputs to the layer")
+    # Statistics accumulated over chunks of the batch: a conv's unfolded rows need not fit at once.
+    gram = torch.zeros(W0.shape[1], W0.shape[1], dtype=torch.float64, device=W0.device)
+    xty = torch.zeros(W0.shape[1], W0.shape[0], dtype=torch.float64, device=W0.device)
+    yty = torch.zeros(W0.shape[0], dtype=torch.float64, device=W0.device)
+    count, group_size = 0, 1
+    for chunk in torch.split(X.detach(), chunk_size):
+        rows, group_size = layer_rows(layer, chunk)
+        rows = rows.to(W0.device, torch.float64)
+        Y = rows @ W0.T
+        gram += rows.T @ rows
+        xty += rows.T @ Y
+        yty += (Y * Y).sum(dim=0)
+        count += rows.shape[0]
+    return mip.LayerProblem(
+        (gram / count).cpu().numpy(), (xty / count).cpu().numpy(), (yty / count).cpu().numpy(),
+        group_size, lam=lam, alpha=alpha, M=M, max_keep=max_keep,
+        cost=None if cost is None else np.asarray(cost, float), budget=budget,
     )
 
 

@@ -128,6 +128,7 @@ def test_budget_and_default_M():
         (lambda: (nn.Linear(4, 2), torch.randn(8, 4)), {"alpha": 1.5}, "alpha"),
         (lambda: (nn.Linear(4, 2), torch.randn(8, 4)), {"M": -1.0}, "M must be"),
         (lambda: (nn.Linear(4, 2), torch.randn(8, 4)), {"relaxations": ("sdp",)}, "unknown"),
+        (lambda: (nn.Linear(4, 2), torch.randn(0, 4)), {}, "non-empty"),
     ],
 )
 def test_bad_input(make, kwargs, match):
@@ -143,3 +144,16 @@ def test_non_finite_weights():
         layer.weight[0, 0] = float("inf")
     with pytest.raises(ValueError, match="weight contains NaN"):
         spr.solve_mip(layer, torch.randn(8, 4), lam=0.1, alpha=0.5)
+
+
+def test_statistics_accumulate_over_chunks():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 2, 3, padding=1)
+    X = torch.randn(7, 3, 6, 6)
+    whole = spr.layer_problem(conv, X, lam=0.1, alpha=0.5, chunk_size=100)
+    chunked = spr.layer_problem(conv, X, lam=0.1, alpha=0.5, chunk_size=2)
+    rows, _ = layer_rows(conv, X)
+    rows = rows.double().numpy()
+    np.testing.assert_allclose(whole.gram, rows.T @ rows / len(rows), rtol=1e-12)
+    for name in ("gram", "xty", "yty"):
+        np.testing.assert_allclose(getattr(chunked, name), getattr(whole, name), rtol=1e-10)
