@@ -54,7 +54,7 @@ class SPRegularizer(nn.Module):
     costs a few kernels per distinct layer shape, with no Python loop over groups.
 
     Args:
-        model: the network to regularise (held by reference, not registered as a submodule;
+        model: the network to regularise (read at every call, not registered as a submodule;
             a DistributedDataParallel, DataParallel or torch.compile wrapper is looked through).
         lam: overall strength, >= 0 (may be changed later through ``reg.lam``).
         alpha: in (0, 1); ridge weight ``a = alpha``, group-count weight ``b = 1 - alpha``.
@@ -107,7 +107,6 @@ class SPRegularizer(nn.Module):
         self.M_scale = check_positive("M_scale", M_scale)
         self.groups = groups
         self.check_finite = bool(check_finite)
-        self._model = [model]  # a list keeps the model out of this module's submodules
 
         excluded = (
             default_exclude(model, groups) if exclude is None else resolve_exclude(model, exclude)
