@@ -9,24 +9,27 @@ Public API:
     fit_support                     best weights for a fixed support (box-constrained ridge LS)
     big_m_relaxation, perspective_relaxation, perspective_lp_relaxation, Relaxation
     MIPResult                       what the solvers return
+
+Everything but the closed form is imported on first use, so ``import mip`` (and ``import spr``)
+does not pay for Pyomo, SciPy's optimisers or cvxpy until a solver is asked for.
 """
 
-from mip._brute_force import solve_brute_force
-from mip._closed_form import spr_indicator, spr_penalty
-from mip._outer_approximation import solve_exact
-from mip._problem import LayerProblem
-from mip._relaxations import (
-    Relaxation,
-    big_m_relaxation,
-    perspective_lp_relaxation,
-    perspective_relaxation,
-)
-from mip._result import MIPResult
-from mip._scip import solve_scip
-from mip._solver import forget_unavailable_modules
-from mip._support_fit import fit_support
+import importlib
 
-forget_unavailable_modules()  # keep torch.compile working beside Pyomo (see the function)
+from mip._closed_form import spr_indicator, spr_penalty
+
+_LAZY = {
+    "LayerProblem": "mip._problem",
+    "MIPResult": "mip._result",
+    "Relaxation": "mip._relaxations",
+    "big_m_relaxation": "mip._relaxations",
+    "fit_support": "mip._support_fit",
+    "perspective_lp_relaxation": "mip._relaxations",
+    "perspective_relaxation": "mip._relaxations",
+    "solve_brute_force": "mip._brute_force",
+    "solve_exact": "mip._outer_approximation",
+    "solve_scip": "mip._scip",
+}
 
 __all__ = [
     "LayerProblem",
@@ -42,3 +45,18 @@ __all__ = [
     "spr_indicator",
     "spr_penalty",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'mip' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    from mip._solver import forget_unavailable_modules
+
+    forget_unavailable_modules()  # keep torch.compile working beside Pyomo (see the function)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -26,11 +26,7 @@ from spr._checks import check_alpha, check_nonnegative, check_positive
 
 __all__ = ["LayerSolution", "layer_problem", "layer_rows", "solve_mip"]
 
-_RELAXATIONS = {
-    "big_m": mip.big_m_relaxation,
-    "perspective": mip.perspective_relaxation,
-    "perspective_lp": mip.perspective_lp_relaxation,
-}
+_RELAXATIONS = ("big_m", "perspective", "perspective_lp")  # mip.<name>_relaxation
 
 
 @dataclass(frozen=True, eq=False)
@@ -217,7 +213,7 @@ def solve_mip(
         raise ValueError(f"relaxations: unknown {unknown}; choose from {sorted(_RELAXATIONS)}")
     problem = layer_problem(layer, X, lam, alpha, M, max_keep, cost, budget)
     result = mip.solve_exact(problem, time_limit=time_limit, mip_gap=mip_gap, progress=progress)
-    values = {name: _RELAXATIONS[name](problem).value for name in relaxations}
+    values = {name: getattr(mip, f"{name}_relaxation")(problem).value for name in relaxations}
     weight = torch.from_numpy(result.weight).reshape(layer.weight.shape)
     return LayerSolution(
         keep=result.keep,

@@ -21,3 +21,11 @@ def test_module_scan_survives_pyomo_placeholders():
     mip.solve_exact(random_problem(np.random.default_rng(0), 4))
     mip.big_m_relaxation(random_problem(np.random.default_rng(0), 4))
     assert pickle.whichmodule(object(), "no_such_name_anywhere") == "__main__"
+
+
+def test_lazy_public_api():
+    """The solvers load on first use; every public name resolves."""
+    for name in mip.__all__:
+        assert getattr(mip, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'solve_everything'"):
+        mip.solve_everything  # noqa: B018
