@@ -21,14 +21,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from mip._checks import check_alpha
+
 __all__ = ["spr_penalty", "spr_indicator"]
-
-
-def _check_alpha(alpha: float) -> tuple[float, float]:
-    alpha = float(alpha)
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must lie in the open interval (0, 1); got {alpha!r}")
-    return alpha, 1.0 - alpha
 
 
 def _check_groups(W: ArrayLike) -> NDArray[np.floating]:
@@ -74,7 +69,8 @@ def spr_indicator(W: ArrayLike, alpha: float, M: float | ArrayLike = np.inf) -> 
     array([0.1, 1. ])
     """
     W = _check_groups(W)
-    a, b = _check_alpha(alpha)
+    a = check_alpha(alpha)
+    b = 1.0 - a
     M = _check_M(M, W.shape[0], W.dtype)
     m, r = _norms(W)
     return np.minimum(1.0, np.maximum(m / M, np.sqrt(a / b) * r))
@@ -89,7 +85,8 @@ def spr_penalty(W: ArrayLike, alpha: float, M: float | ArrayLike = np.inf) -> ND
     array([0. , 0.5])
     """
     W = _check_groups(W)
-    a, b = _check_alpha(alpha)
+    a = check_alpha(alpha)
+    b = 1.0 - a
     M = _check_M(M, W.shape[0], W.dtype)
     m, r = _norms(W)
     c = np.sqrt(a / b)

@@ -26,6 +26,8 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from mip._checks import check_alpha
+
 __all__ = ["LayerProblem"]
 
 
@@ -78,8 +80,6 @@ class LayerProblem:
         k = int(self.group_size)
         if k < 1 or d % k:
             raise ValueError(f"group_size must divide d = {d}; got {self.group_size}")
-        if not 0.0 < float(self.alpha) < 1.0:
-            raise ValueError(f"alpha must lie in the open interval (0, 1); got {self.alpha!r}")
         if not (math.isfinite(float(self.lam)) and float(self.lam) >= 0):
             raise ValueError(f"lam must be a finite float >= 0; got {self.lam!r}")
         if not (math.isfinite(float(self.M)) and float(self.M) > 0):
@@ -104,7 +104,7 @@ class LayerProblem:
         set_(self, "yty", yty)
         set_(self, "group_size", k)
         set_(self, "lam", float(self.lam))
-        set_(self, "alpha", float(self.alpha))
+        set_(self, "alpha", check_alpha(self.alpha))
         set_(self, "M", float(self.M))
         if self.max_keep is not None:
             set_(self, "max_keep", int(self.max_keep))

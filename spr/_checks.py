@@ -10,15 +10,15 @@ import math
 import torch
 from torch import Tensor
 
+from mip._checks import check_alpha
 
-def check_alpha(alpha: float) -> float:
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
-        raise ValueError(f"alpha must be a float in (0, 1); got {alpha!r}") from None
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"alpha must lie in the open interval (0, 1); got {alpha!r}")
-    return value
+__all__ = [
+    "check_M",
+    "check_alpha",
+    "check_groups",
+    "check_nonnegative",
+    "check_positive",
+]
 
 
 def check_nonnegative(name: str, value: float) -> float:
