@@ -19,14 +19,13 @@ Factorisation used by every solver: with ``gram = Q diag(l) Q^T`` (eigenvalues b
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from mip._checks import check_alpha
+from mip._checks import check_alpha, check_nonnegative, check_positive
 
 __all__ = ["LayerProblem"]
 
@@ -80,10 +79,6 @@ class LayerProblem:
         k = int(self.group_size)
         if k < 1 or d % k:
             raise ValueError(f"group_size must divide d = {d}; got {self.group_size}")
-        if not (math.isfinite(float(self.lam)) and float(self.lam) >= 0):
-            raise ValueError(f"lam must be a finite float >= 0; got {self.lam!r}")
-        if not (math.isfinite(float(self.M)) and float(self.M) > 0):
-            raise ValueError(f"M must be a finite float > 0 (the big-M bound); got {self.M!r}")
         n_groups = d // k
         if self.max_keep is not None and int(self.max_keep) < 0:
             raise ValueError(f"max_keep must be >= 0 (or None for no limit); got {self.max_keep}")
@@ -95,17 +90,15 @@ class LayerProblem:
                 raise ValueError(
                     f"cost must hold one value >= 0 per group ({n_groups}); got {cost.tolist()}"
                 )
-            if not (math.isfinite(float(self.budget)) and float(self.budget) >= 0):
-                raise ValueError(f"budget must be a finite float >= 0; got {self.budget!r}")
             set_(self, "cost", cost)
-            set_(self, "budget", float(self.budget))
+            set_(self, "budget", check_nonnegative("budget", self.budget))
         set_(self, "gram", 0.5 * (gram + gram.T))
         set_(self, "xty", xty)
         set_(self, "yty", yty)
         set_(self, "group_size", k)
-        set_(self, "lam", float(self.lam))
+        set_(self, "lam", check_nonnegative("lam", self.lam))
         set_(self, "alpha", check_alpha(self.alpha))
-        set_(self, "M", float(self.M))
+        set_(self, "M", check_positive("M", self.M))
         if self.max_keep is not None:
             set_(self, "max_keep", int(self.max_keep))
 

@@ -5,12 +5,10 @@ Each raises ``ValueError`` naming the parameter and saying what is allowed.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
-from mip._checks import check_alpha
+from mip._checks import check_alpha, check_nonnegative, check_positive
 
 __all__ = [
     "check_M",
@@ -19,27 +17,6 @@ __all__ = [
     "check_nonnegative",
     "check_positive",
 ]
-
-
-def check_nonnegative(name: str, value: float) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite float >= 0; got {value!r}") from None
-    if not math.isfinite(number) or number < 0:
-        raise ValueError(f"{name} must be a finite float >= 0; got {value!r}")
-    return number
-
-
-def check_positive(name: str, value: float, *, allow_inf: bool = False) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a float > 0; got {value!r}") from None
-    if math.isnan(number) or number <= 0 or (math.isinf(number) and not allow_inf):
-        allowed = "> 0 (inf allowed)" if allow_inf else "finite and > 0"
-        raise ValueError(f"{name} must be {allowed}; got {value!r}")
-    return number
 
 
 def check_groups(W: Tensor, name: str = "W") -> Tensor:
