@@ -1,5 +1,6 @@
-# `make run`  — create .venv, install spr, run the main job (for now: the SPR training demo).
-# `make test` — create .venv with the dev extras, lint, run the whole suite.
+# `make run`  — create .venv, install spr and the data, run the main job (`spr demo`).
+# `make test` — create .venv with the dev extras, install the data, lint, run the whole suite.
+# `make data` — Fashion-MNIST into data/fashion-mnist/ (nothing downloads at run time).
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
@@ -8,7 +9,7 @@ BIN := $(VENV)/bin
 # pip's local-mirror configuration prints one warning per package; keep real errors.
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,17 +24,22 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -c "import spr, mip, compress_extras, pytest"
 	touch $@ $(VENV)/.installed
 
-run: $(VENV)/.installed
-	$(BIN)/python experiments/demo_spr.py
+run: $(VENV)/.installed data
+	$(BIN)/spr demo
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 
-test: lint
+test: lint data
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed
 	$(BIN)/python experiments/bench_regularizer.py
+
+# Fashion-MNIST into data/fashion-mnist/ (git-ignored), offline from the Debian package if
+# installed, else via `apt-get download`; does nothing if already there.
+data:
+	bash scripts/get_data.sh data/fashion-mnist
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
