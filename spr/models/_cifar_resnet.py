@@ -16,16 +16,27 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-class _PadShortcut(nn.Module):
-    """Option A: take every other pixel and zero-pad the new channels (no parameters)."""
+class PadShortcut(nn.Module):
+    """Option A: take every other pixel and zero-pad the new channels (no parameters).
+
+    Written as a channel map so that pruning can shrink it: output channel ``o`` is input channel
+    ``source[o]``, or zeros where ``source[o] == -1``. Fresh, the input sits in the middle of the
+    output channels (He et al.'s zero padding); ``spr.remove_pruned`` edits ``source``.
+    """
 
     def __init__(self, out_channels: int, in_channels: int) -> None:
         super().__init__()
-        self.extra = out_channels - in_channels
+        if out_channels < in_channels:
+            raise ValueError(f"PadShortcut pads channels: {in_channels} -> {out_channels}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        source = torch.full((out_channels,), -1, dtype=torch.long)
+        start = (out_channels - in_channels) // 2
+        source[start : start + in_channels] = torch.arange(in_channels)
+        self.register_buffer("source", source)
 
     def forward(self, x: Tensor) -> Tensor:
         x = x[:, :, ::2, ::2]
-        return F.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+        return F.pad(x, (0, 0, 0, 0, 0, 1))[:, self.source]  # index -1: the appended zeros
 
 
 class BasicBlock(nn.Module):
@@ -38,7 +49,7 @@ class BasicBlock(nn.Module):
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != channels:
             if shortcut == "A":
-                self.shortcut = _PadShortcut(channels, in_channels)
+                self.shortcut = PadShortcut(channels, in_channels)
             else:
                 self.shortcut = nn.Sequential(
                     nn.Conv2d(in_channels, channels, 1, stride, bias=False),

@@ -39,3 +39,34 @@ def test_bad_depth(depth):
 def test_bad_shortcut():
     with pytest.raises(ValueError, match="shortcut"):
         resnet20(shortcut="C")
+
+
+def test_pad_shortcut_is_he_et_al_zero_padding():
+    """Option A: subsample by 2 and put the input channels in the middle of zero channels."""
+    import torch.nn.functional as F
+
+    from spr.models import PadShortcut
+
+    x = torch.randn(2, 16, 8, 8)
+    expected = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 8, 8))
+    assert torch.equal(PadShortcut(32, 16)(x), expected)
+    odd = PadShortcut(7, 4)(torch.randn(1, 4, 4, 4))
+    assert odd.shape == (1, 7, 2, 2) and odd[:, [0, 5, 6]].abs().sum() == 0
+
+
+def test_pad_shortcut_refuses_to_shrink():
+    from spr.models import PadShortcut
+
+    with pytest.raises(ValueError, match="pads channels"):
+        PadShortcut(8, 16)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "small_cnn"])
+def test_registry_builds_each_model(name):
+    from spr.models import INPUT_SIZE, build
+
+    size = INPUT_SIZE[name] or 28
+    model = build(name, num_classes=5, in_channels=1)
+    assert model(torch.zeros(2, 1, size, size)).shape == (2, 5)
+    with pytest.raises(ValueError, match="unknown architecture"):
+        build("resnet21")
