@@ -1,0 +1,85 @@
+"""Atomic writes: a file or a folder appears complete or not at all, never half-written."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a directory entry on POSIX, to disk (best effort for directories)."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # directories cannot be opened on Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; on success it replaces ``path``.
+
+    If the body raises, the temporary folder is deleted and ``path`` is left as it was. An
+    existing ``path`` is renamed aside, the new folder renamed in (if that fails, the old one is
+    put back), and only then the old one deleted, so at every instant one complete version
+    exists; after a crash between the two renames the previous version survives as
+    ``.<name>.old-*`` beside ``path``.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as root:
+    ...     with atomic_dir(Path(root) / "run") as tmp:
+    ...         _ = (tmp / "a.txt").write_text("1")
+    ...     sorted(p.name for p in Path(root).iterdir()), (Path(root) / "run" / "a.txt").read_text()
+    (['run'], '1')
+    """
+    path = Path(path).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    old: Path | None = None
+    done = False
+    try:
+        yield tmp
+        fsync_path(tmp)
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{secrets.token_hex(6)}"
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None:
+                os.replace(old, path)  # put the previous version back
+                old = None
+            raise
+        done = True
+        fsync_path(path.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if done and old is not None:  # the previous version goes only once the new one is in
+            shutil.rmtree(old, ignore_errors=True)
