@@ -1,0 +1,237 @@
+"""Physical removal of dead channels with Torch-Pruning's dependency graph.
+
+A channel is *dead* when every layer that writes it produces exactly zero there: a conv or
+Linear output row with zero weights and zero bias, a BatchNorm channel with zero scale and shift,
+a :class:`spr.models.PadShortcut` output that copies no input. Torch-Pruning's dependency graph
+groups the channels that must go together — a conv filter with its BatchNorm channel and the
+next layers' input channels (the classifier's input columns included), and, through residual
+additions, every branch that writes the same channel of the residual stream — and a group's
+channel is removed only when it is dead in *every* layer of the group. Removing a channel that
+is identically zero does not change the function, so the pruned network computes the same
+outputs; :func:`remove_pruned` checks this on the example inputs before it returns.
+
+Exact for activations that map 0 to 0 (ReLU, GELU, SiLU, tanh, ...); the output check catches
+the rest (a sigmoid after a dead channel emits 0.5, which the next layer does see).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+import torch_pruning as tp
+from torch import Tensor, nn
+
+from spr.models import PadShortcut
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+class PruningError(ValueError):
+    """The model cannot be pruned as asked (untraceable, or the check of the outputs failed)."""
+
+
+class _PadShortcutPruner(tp.pruner.BasePruningFunc):
+    """Torch-Pruning handler for :class:`PadShortcut`: edits its channel map ``source``.
+
+    Its input and output channels are independent (no intra-layer coupling): removing output
+    channels drops entries of the map; removing input channel ``c`` turns the outputs that copied
+    ``c`` into zero channels (exact, since a removed input was zero) and renumbers the rest.
+    """
+
+    TARGET_MODULES = (PadShortcut,)
+
+    def prune_out_channels(self, layer: PadShortcut, idxs: Sequence[int]) -> PadShortcut:
+        keep = torch.ones(layer.out_channels, dtype=torch.bool)
+        keep[list(idxs)] = False
+        layer.source = layer.source[keep]
+        layer.out_channels = int(keep.sum())
+        return layer
+
+    def prune_in_channels(self, layer: PadShortcut, idxs: Sequence[int]) -> PadShortcut:
+        keep = torch.ones(layer.in_channels, dtype=torch.bool)
+        keep[list(idxs)] = False
+        renumber = torch.full((layer.in_channels,), -1, dtype=torch.long)
+        renumber[keep] = torch.arange(int(keep.sum()))
+        source = layer.source
+        layer.source = torch.where(source >= 0, renumber[source.clamp(min=0)], source)
+        layer.in_channels = int(keep.sum())
+        return layer
+
+    def get_out_channels(self, layer: PadShortcut) -> int:
+        return layer.out_channels
+
+    def get_in_channels(self, layer: PadShortcut) -> int:
+        return layer.in_channels
+
+
+CUSTOM_PRUNERS: dict[type, tp.pruner.BasePruningFunc] = {PadShortcut: _PadShortcutPruner()}
+
+
+def _rows_zero(*tensors: Tensor | None) -> Tensor:
+    """Per leading index: True where every given tensor's row is exactly zero."""
+    present = [t for t in tensors if t is not None]
+    zero = torch.ones(present[0].shape[0], dtype=torch.bool, device=present[0].device)
+    for t in present:
+        zero &= (t.detach().reshape(t.shape[0], -1) == 0).all(dim=1)
+    return zero.cpu()
+
+
+def _zero_output_channels(module: nn.Module) -> Tensor | None:
+    """Which output channels ``module`` writes as exactly zero; None: not known (assume alive).
+
+    Parameter-free modules (activations, Torch-Pruning's graph operators) return None too, but
+    they are not *writers* of a channel and are skipped by the caller.
+    """
+    if isinstance(module, (*_CONVS, nn.Linear)):
+        return _rows_zero(module.weight, module.bias)
+    if isinstance(module, _NORMS):
+        if not module.affine:  # (x - mean) / std is not zero for a zero input
+            return torch.zeros(module.num_features, dtype=torch.bool)
+        return _rows_zero(module.weight, module.bias)
+    if isinstance(module, PadShortcut):
+        return (module.source < 0).cpu()
+    return None
+
+
+def _writes_channels(module: object) -> bool:
+    """Whether ``module`` can put a value into the channel (activations and graph ops cannot)."""
+    if isinstance(module, nn.Parameter):  # a bare parameter Torch-Pruning found in the graph
+        return True
+    if not isinstance(module, nn.Module) or type(module).__module__.startswith("torch_pruning"):
+        return False
+    if isinstance(module, (*_CONVS, nn.Linear, *_NORMS, PadShortcut)):
+        return True
+    # Anything else with state (LayerNorm, GroupNorm, PReLU, custom layers) may write a non-zero
+    # value: _zero_output_channels says None for it, so its channels count as alive.
+    return any(True for _ in module.parameters(recurse=False))
+
+
+def dead_channels(group: tp.dependency.Group, graph: tp.DependencyGraph) -> list[int]:
+    """Root indices of ``group`` that every writer of the group produces as exactly zero."""
+    n = len(group[0].root_idxs)
+    dead = torch.ones(n, dtype=torch.bool)
+    position = {root: k for k, root in enumerate(group[0].root_idxs)}
+    for item in group:
+        dep, idxs, roots = item.dep, item.idxs, item.root_idxs
+        if not graph.is_out_channel_pruning_fn(dep.handler):
+            continue
+        module = dep.target.module
+        if not _writes_channels(module):
+            continue
+        zero = _zero_output_channels(module)
+        for idx, root in zip(idxs, roots, strict=True):
+            if zero is None or not bool(zero[idx]):
+                dead[position[root]] = False
+    return [int(group[0].root_idxs[k]) for k in torch.nonzero(dead).flatten()]
+
+
+def _as_tuple(example_inputs: Tensor | Sequence[Tensor]) -> tuple[Tensor, ...]:
+    return (example_inputs,) if isinstance(example_inputs, Tensor) else tuple(example_inputs)
+
+
+@torch.no_grad()
+def _outputs(model: nn.Module, inputs: tuple[Tensor, ...]) -> Tensor:
+    was_training = model.training
+    model.eval()
+    try:
+        return model(*inputs)
+    finally:
+        model.train(was_training)
+
+
+def _output_layers(model: nn.Module) -> list[nn.Module]:
+    """The classifier keeps its outputs: the last Linear, if any."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1:]
+
+
+def remove_pruned(
+    model: nn.Module,
+    example_inputs: Tensor | Sequence[Tensor],
+    *,
+    inplace: bool = False,
+    ignored_layers: Sequence[nn.Module] = (),
+    atol: float = 1e-5,
+) -> nn.Module:
+    """Physically remove every dead channel of ``model``; return the smaller network.
+
+    Args:
+        model: the network with dead groups zeroed (e.g. after the structural decision).
+        example_inputs: a batch the model's ``forward`` accepts (a tensor or a tuple of them);
+            used to trace the graph and to check the result.
+        inplace: edit ``model`` itself; by default a deep copy is pruned and ``model`` is kept.
+        ignored_layers: layers whose output channels must stay (the last ``nn.Linear``, the
+            classifier, is always kept).
+        atol: the largest tolerated deviation of the pruned model's outputs (eval mode) from the
+            original's, relative to the largest output magnitude.
+
+    Raises:
+        PruningError: Torch-Pruning cannot trace the model, or the outputs changed by more than
+            ``atol`` (a non-zero-preserving layer after a dead channel); the input model is
+            untouched either way unless ``inplace``.
+
+    >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+    ...                     nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    >>> with torch.no_grad():
+    ...     for p in (net[0].weight[1], net[0].bias[1:2], net[1].weight[1:2], net[1].bias[1:2]):
+    ...         _ = p.zero_()
+    >>> small = remove_pruned(net, torch.randn(2, 1, 8, 8))
+    >>> small[0].out_channels, small[4].in_features, net[0].out_channels
+    (3, 108, 4)
+    """
+    inputs = _as_tuple(example_inputs)
+    target = model if inplace else copy.deepcopy(model)
+    try:
+        before = _outputs(target, inputs)
+        with torch.enable_grad():
+            graph = tp.DependencyGraph().build_dependency(
+                target, example_inputs=inputs if len(inputs) > 1 else inputs[0],
+                customized_pruners=CUSTOM_PRUNERS,
+            )
+    except Exception as err:  # Torch-Pruning raises whatever the traced forward raises
+        raise PruningError(
+            f"Torch-Pruning could not trace {type(model).__name__}: {type(err).__name__}: {err}. "
+            "Pass example_inputs that the model's forward accepts; a forward with data-dependent "
+            "control flow cannot be traced (prune such a model's blocks separately)."
+        ) from err
+    keep = [*_output_layers(target), *ignored_layers]
+    roots = (*_CONVS, nn.Linear, PadShortcut)
+    while True:  # removing a channel can kill another (a shortcut that copied it): repeat
+        plans = []
+        for group in graph.get_all_groups(ignored_layers=keep, root_module_types=roots):
+            dead = dead_channels(group, graph)
+            if len(dead) == len(group[0].root_idxs):
+                dead = dead[1:]  # a layer needs a channel; the one kept stays zero
+            if dead:
+                root = group[0].dep
+                plans.append((root.target.module, root.handler, dead))
+        if not plans:
+            break
+        # Groups partition the channels, so each plan's indices stay valid while the others
+        # are carried out (they change other layers' input channels only).
+        for module, handler, dead in plans:
+            graph.get_pruning_group(module, handler, dead).prune()
+    after = _outputs(target, inputs)
+    scale = before.abs().max().clamp(min=1.0)
+    deviation = float((after - before).abs().max() / scale) if after.shape == before.shape else 1.0
+    if not deviation <= atol:
+        raise PruningError(
+            f"the pruned model's outputs differ from the original's by {deviation:.3g} (relative; "
+            f"atol={atol:g}): a layer after a zeroed channel does not map 0 to 0. "
+            + ("inplace=True: the model was edited" if inplace else "The model is unchanged.")
+        )
+    return target
+
+
+def layer_widths(model: nn.Module) -> dict[str, int]:
+    """Output width of every conv and Linear, by module name (the per-layer table of a run)."""
+    widths = {}
+    for name, module in model.named_modules():
+        if isinstance(module, _CONVS):
+            widths[name] = module.out_channels
+        elif isinstance(module, nn.Linear):
+            widths[name] = module.out_features
+    return widths
