@@ -51,9 +51,9 @@ def _project_dir() -> Path:
 def _search_dirs(root: str | os.PathLike[str] | None) -> list[tuple[Path | None, str]]:
     """The folders to search, in order, each with how it was chosen (a None folder: unset)."""
     dirs: list[tuple[Path | None, str]] = []
-    if root is not None:
+    if root is not None:  # the caller said where: look nowhere else
         r = Path(root).expanduser()
-        dirs += [(r, "root="), (r / "FashionMNIST" / "raw", "root=, torchvision layout")]
+        return [(r, "root="), (r / "FashionMNIST" / "raw", "root=, torchvision layout")]
     env = os.environ.get("SPR_DATA")
     dirs.append((Path(env).expanduser() / "fashion-mnist" if env else None, "$SPR_DATA"))
     dirs.append((_project_dir(), "the repository's data folder, filled by `make data`"))
@@ -71,9 +71,9 @@ def _find(directory: Path, stem: str) -> Path | None:
 def fashion_mnist(split: str = "train", root: str | os.PathLike[str] | None = None) -> ImageSplit:
     """Fashion-MNIST's training (60000) or test (10000) split, read from local IDX files.
 
-    Looks in ``root`` (and ``root/FashionMNIST/raw``), ``$SPR_DATA/fashion-mnist``, the
-    repository's ``data/fashion-mnist`` and ``/usr/share/datasets/fashion-mnist``, in that
-    order, for ``{train,t10k}-{images-idx3,labels-idx1}-ubyte``, gzipped (``.gz``) or not.
+    Looks in ``root`` and ``root/FashionMNIST/raw`` when ``root`` is given (and nowhere
+    else); otherwise in ``$SPR_DATA/fashion-mnist``, the repository's ``data/fashion-mnist``
+    and ``/usr/share/datasets/fashion-mnist``, in that order, for ``{train,t10k}-{images-idx3,labels-idx1}-ubyte``, gzipped (``.gz``) or not.
 
     Args:
         split: ``"train"`` or ``"test"``.

@@ -101,8 +101,9 @@ def test_search_order(nowhere, monkeypatch):
     assert int(fashion_mnist("test").images[0, 0, 0, 0]) == 2
     write_split(nowhere / "root", "test", 1, fill=1)
     assert int(fashion_mnist("test", root=nowhere / "root").images[0, 0, 0, 0]) == 1
-    # a root without the files falls through to the next place
-    assert int(fashion_mnist("test", root=nowhere / "empty").images[0, 0, 0, 0]) == 2
+    # an explicit root is final: without the files there, it is an error
+    with pytest.raises(DatasetNotFoundError, match="empty"):
+        fashion_mnist("test", root=nowhere / "empty")
 
 
 def test_project_dir_is_next_to_the_package():
@@ -118,7 +119,12 @@ def test_not_found_message(nowhere, monkeypatch):
     msg = str(err.value)
     assert "make data" in msg and "apt-get install dataset-fashion-mnist" in msg
     assert "train-images-idx3-ubyte[.gz]" in msg
-    for place in ["mine", "mine/FashionMNIST/raw", "project/fashion-mnist", "system"]:
+    for place in ["mine", "mine/FashionMNIST/raw"]:
+        assert str(nowhere / place) in msg
+    with pytest.raises(DatasetNotFoundError) as err:
+        fashion_mnist("train")
+    msg = str(err.value)
+    for place in ["project/fashion-mnist", "system"]:
         assert str(nowhere / place) in msg
     assert "SPR_DATA" in msg and "not set" in msg
     monkeypatch.setenv("SPR_DATA", str(nowhere / "env"))
