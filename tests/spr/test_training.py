@@ -97,3 +97,31 @@ def test_proximal_step_makes_exact_zeros(digits):
     zero_rows = (torch.cat([hidden.weight, hidden.bias[:, None]], 1) == 0).all(1)
     assert zero_rows.float().mean() >= 0.25
     assert accuracy(model, Xt, test[1]) >= 0.88  # measured: 41% rows zero, 91.7% accuracy
+
+
+def test_train_and_evaluate_learn_digits():
+    """The plain loop of the pipeline: accuracy on held-out digits well above chance."""
+    from spr.data import digits as digits_split
+    from spr.models import small_cnn
+
+    torch.manual_seed(0)
+    train_split, test_split = digits_split("train"), digits_split("test")
+    model = small_cnn(in_channels=1, width=8)
+    history = spr.train(model, train_split.loader(64), epochs=3, lr=0.05, progress=False)
+    assert len(history) == 3 and history[-1]["loss"] < history[0]["loss"]
+    assert history[0]["penalty"] == 0.0
+    model.train()
+    assert spr.evaluate(model, test_split.loader(256, shuffle=False)) > 80.0
+    assert model.training  # evaluate restores the mode
+
+
+def test_evaluate_refuses_an_empty_loader():
+    with pytest.raises(ValueError, match="no samples"):
+        spr.evaluate(nn.Linear(2, 2), [])
+
+
+def test_diverging_loss_is_reported():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    data = [(torch.full((2, 4), float("nan")), torch.tensor([0, 1]))]
+    with pytest.raises(FloatingPointError, match="learning rate"):
+        spr.train(model, data, epochs=1, progress=False)
