@@ -73,7 +73,8 @@ def fashion_mnist(split: str = "train", root: str | os.PathLike[str] | None = No
 
     Looks in ``root`` and ``root/FashionMNIST/raw`` when ``root`` is given (and nowhere
     else); otherwise in ``$SPR_DATA/fashion-mnist``, the repository's ``data/fashion-mnist``
-    and ``/usr/share/datasets/fashion-mnist``, in that order, for ``{train,t10k}-{images-idx3,labels-idx1}-ubyte``, gzipped (``.gz``) or not.
+    and ``/usr/share/datasets/fashion-mnist``, in that order, for
+    ``{train,t10k}-{images-idx3,labels-idx1}-ubyte``, gzipped (``.gz``) or not.
 
     Args:
         split: ``"train"`` or ``"test"``.
