@@ -4,25 +4,62 @@ Public API:
     spr_penalty, spr_indicator   closed-form SPR value and minimising y* per group (torch)
     spr_prox                     proximal operator of lam*SPR for M = inf
     SPRegularizer                the training penalty as an nn.Module
+    reference_M                  the paper's M per block from a trained dense model
+    train, evaluate              the plain SGD loop (optionally with SPR) and top-1 accuracy
+    threshold_search             largest global magnitude threshold within an accuracy drop
+    structural_decision          which groups stay after thresholding; zero_dead_groups zeroes
+                                 the others
+    remove_pruned                physical removal of dead channels (Torch-Pruning)
+    save_pruned, load_pruned     architecture as JSON + safetensors weights
+    count_params, count_macs     size of a model (MACs, not FLOPs); measure -> Size
+    layer_widths                 output width of every conv and Linear
+    PruneConfig, run_pipeline    every setting of the paper's protocol; the resumable run
     solve_mip, LayerSolution     exact input-channel selection of one layer (Pyomo + HiGHS)
     layer_problem                that layer's MIP as a mip.LayerProblem (for the mip solvers)
-    models                       CIFAR-style ResNets (spr.models.resnet20/56/110)
+    models, data                 CIFAR-style ResNets and a small CNN; offline dataset loaders
 """
 
-from spr import models
+from spr import data, models
 from spr._closed_form import spr_indicator, spr_penalty
+from spr._config import PruneConfig
+from spr._counting import Size, count_macs, count_params, measure
+from spr._pipeline import reference_M, run_pipeline
 from spr._prox import spr_prox
 from spr._regularizer import SPRegularizer
+from spr._serialize import load_pruned, save_pruned
 from spr._solve_mip import LayerSolution, layer_problem, solve_mip
+from spr._structure import structural_decision, zero_dead_groups
+from spr._surgery import PruningError, layer_widths, remove_pruned
+from spr._threshold import ThresholdResult, threshold_search
+from spr._training import evaluate, train
 
 __all__ = [
     "LayerSolution",
-    "layer_problem",
+    "PruneConfig",
+    "PruningError",
     "SPRegularizer",
+    "Size",
+    "ThresholdResult",
+    "count_macs",
+    "count_params",
+    "data",
+    "evaluate",
+    "layer_problem",
+    "layer_widths",
+    "load_pruned",
+    "measure",
     "models",
+    "reference_M",
+    "remove_pruned",
+    "run_pipeline",
+    "save_pruned",
     "solve_mip",
     "spr_indicator",
     "spr_penalty",
     "spr_prox",
+    "structural_decision",
+    "threshold_search",
+    "train",
+    "zero_dead_groups",
 ]
 __version__ = "0.1.0"

@@ -33,8 +33,9 @@ class PruneConfig:
     the threshold search (``max_drop`` percentage points of training accuracy, over
     ``threshold_samples`` training samples, bisection tolerance ``threshold_tol``); the
     structural decision (``struct_threshold``); physical removal; fine-tuning without SPR for
-    ``epochs_finetune`` epochs. Optimiser: SGD with ``lr``, ``momentum``, ``weight_decay``,
-    cosine decay, batches of ``batch_size``, crop-and-flip augmentation if ``augment``.
+    ``epochs_finetune`` epochs. Optimiser: SGD with ``lr`` (``lr_finetune`` for fine-tuning,
+    default ``lr``), ``momentum``, ``weight_decay``, cosine decay, batches of ``batch_size``,
+    crop-and-flip augmentation if ``augment``.
     """
 
     arch: str = "resnet20"
@@ -50,6 +51,7 @@ class PruneConfig:
     epochs_finetune: int = 15
     batch_size: int = 128
     lr: float = 0.1
+    lr_finetune: float | None = None
     momentum: float = 0.9
     weight_decay: float = 5e-4
     augment: bool = True
@@ -61,12 +63,21 @@ class PruneConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        from spr import data, models  # late: both import torch
+
+        if self.arch not in models.MODELS:
+            raise ValueError(
+                f"unknown architecture {self.arch!r}; choose one of {sorted(models.MODELS)}"
+            )
+        if self.dataset not in data.DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of "
+                             f"{sorted(data.DATASETS)}")
         check_alpha(self.alpha)
         for name in ("lam", "weight_decay", "max_drop", "threshold_tol"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
-        for name in ("M_scale", "lr"):
-            if not getattr(self, name) > 0:
+        for name in ("M_scale", "lr", "lr_finetune"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
         for name in ("epochs_reference", "epochs_spr", "epochs_finetune"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 0):

@@ -14,6 +14,7 @@ Dropping input channel j of this layer is dropping output channel j of the layer
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,7 +40,8 @@ class LayerSolution:
         objective: the objective at (weight, keep); ``bound``: a proven lower bound;
         gap: ``(objective - bound) / |objective|``.
         status: ``"optimal"`` (gap <= mip_gap), ``"time_limit"`` or ``"infeasible"``.
-        relaxations: ``{"big_m": value, "perspective": value, ...}``.
+        relaxations: ``{"big_m": value, "perspective": value, ...}`` (NaN, with a warning,
+            where a relaxation's solver gives up within ``time_limit``).
         iterations, seconds: master problems solved and wall time of the exact solver.
         problem: the :class:`mip.LayerProblem` (to recompute the objective or call other solvers).
         history: the exact solver's bounds per iteration.
@@ -173,6 +175,19 @@ def layer_problem(
     )
 
 
+def _relaxation_value(name: str, problem: mip.LayerProblem, time_limit: float) -> float:
+    """A relaxation's value for the report; NaN with a warning when its solver gives up (the
+    exact solution does not depend on it)."""
+    solve = getattr(mip, f"{name}_relaxation")
+    try:
+        if name == "perspective":  # cvxpy/Clarabel: no time limit to pass
+            return solve(problem).value
+        return solve(problem, time_limit=time_limit).value
+    except RuntimeError as err:
+        warnings.warn(f"solve_mip: the {name} relaxation is not reported: {err}", stacklevel=3)
+        return float("nan")
+
+
 def solve_mip(
     layer: nn.Linear | nn.Conv2d,
     X: Tensor,
@@ -213,7 +228,9 @@ def solve_mip(
         raise ValueError(f"relaxations: unknown {unknown}; choose from {sorted(_RELAXATIONS)}")
     problem = layer_problem(layer, X, lam, alpha, M, max_keep, cost, budget)
     result = mip.solve_exact(problem, time_limit=time_limit, mip_gap=mip_gap, progress=progress)
-    values = {name: getattr(mip, f"{name}_relaxation")(problem).value for name in relaxations}
+    values = {}
+    for name in relaxations:
+        values[name] = _relaxation_value(name, problem, time_limit)
     weight = torch.from_numpy(result.weight).reshape(layer.weight.shape)
     return LayerSolution(
         keep=result.keep,

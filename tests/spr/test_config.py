@@ -34,9 +34,17 @@ def test_unknown_setting_lists_the_known_ones():
     [("max_drop", -0.01, "max_drop"), ("alpha", 0.0, "alpha"), ("lam", -1.0, "lam"),
      ("epochs_spr", -1, "epochs_spr"), ("epochs_finetune", 1.5, "epochs_finetune"),
      ("struct_threshold", 1.0, "struct_threshold"), ("batch_size", 0, "batch_size"),
-     ("lr", 0.0, "lr"), ("momentum", 1.0, "momentum"), ("M_scale", 0.0, "M_scale"),
+     ("lr", 0.0, "lr"), ("lr_finetune", -1.0, "lr_finetune"), ("momentum", 1.0, "momentum"),
+     ("M_scale", 0.0, "M_scale"),
      ("train_samples", 0, "train_samples"), ("threshold_tol", 1.0, "threshold_tol")],
 )
 def test_bad_values_name_the_setting(field, value, message):
     with pytest.raises(ValueError, match=message):
         PruneConfig(**{field: value})
+
+
+def test_unknown_names_are_refused_at_once():
+    with pytest.raises(ValueError, match="unknown architecture 'resnet21'.*resnet20"):
+        PruneConfig(arch="resnet21")
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'.*fashion-mnist"):
+        PruneConfig(dataset="mnist")

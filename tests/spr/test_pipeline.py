@@ -1,0 +1,113 @@
+"""run_pipeline on digits: results that check out independently, resume after an interruption
+that ends where a straight run ends, and folders that are never silently mixed or overwritten."""
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+import spr
+from spr import PruneConfig, run_pipeline
+from spr._pipeline import PipelineError
+from spr.data import DatasetNotFoundError, digits
+from spr.models import small_cnn
+
+CONFIG = PruneConfig(
+    arch="small_cnn", dataset="digits", epochs_reference=2, epochs_spr=2, epochs_finetune=2,
+    lam=1.0, lr=0.05, lr_finetune=0.02, batch_size=64, augment=True, max_drop=2.0,
+    threshold_samples=400, threshold_tol=0.01,
+)
+
+
+def quiet(config, out, **kw):
+    return run_pipeline(config, out, progress=False, log=lambda message: None, **kw)
+
+
+def sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight")
+    return out, quiet(CONFIG, out)
+
+
+def test_results_check_out_independently(straight):
+    out, summary = straight
+    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(summary))
+    pruned = spr.load_pruned(out / "pruned", small_cnn(10, 1))
+    test = digits("test").loader(256, shuffle=False)
+    assert spr.evaluate(pruned, test) == pytest.approx(summary["accuracy_finetuned"])
+    assert spr.count_params(pruned) == summary["params_pruned"]
+    assert spr.count_params(small_cnn(10, 1)) == summary["params_dense"]
+    assert summary["params_pruned"] <= summary["params_dense"]
+    assert summary["widths_pruned"] == spr.layer_widths(pruned)
+    assert summary["threshold"]["train_accuracy_before"] - summary["threshold"][
+        "train_accuracy_after"] < CONFIG.max_drop
+    assert len(summary["history"]["spr_history"]) == CONFIG.epochs_spr
+    assert PruneConfig.load(out / "config.json") == CONFIG
+
+
+class Interrupt:
+    """Stand-in for train_epoch that raises KeyboardInterrupt at its n-th call."""
+
+    def __init__(self, monkeypatch, n):
+        import spr._pipeline as pipeline
+
+        self.calls, self.n, self.real = 0, n, pipeline.train_epoch
+        monkeypatch.setattr(pipeline, "train_epoch", self)
+
+    def __call__(self, *args, **kw):
+        self.calls += 1
+        if self.calls == self.n:
+            raise KeyboardInterrupt
+        return self.real(*args, **kw)
+
+
+@pytest.mark.parametrize("interrupt_at", [4, 6])  # 2nd SPR epoch; 2nd fine-tuning epoch
+def test_resume_ends_where_a_straight_run_ends(straight, tmp_path, monkeypatch, interrupt_at):
+    straight_out, straight_summary = straight
+    Interrupt(monkeypatch, interrupt_at)
+    with pytest.raises(KeyboardInterrupt):
+        quiet(CONFIG, tmp_path)
+    dense_sha = sha(tmp_path / "dense" / "model.safetensors")
+    monkeypatch.undo()
+
+    summary = quiet(CONFIG, tmp_path)
+
+    assert sha(tmp_path / "dense" / "model.safetensors") == dense_sha  # never rewritten
+    resumed = spr.load_pruned(tmp_path / "pruned", small_cnn(10, 1)).state_dict()
+    reference = spr.load_pruned(straight_out / "pruned", small_cnn(10, 1)).state_dict()
+    assert resumed.keys() == reference.keys()
+    assert all(torch.equal(resumed[k], reference[k]) for k in reference)
+    assert summary["accuracy_finetuned"] == straight_summary["accuracy_finetuned"]
+
+
+def test_a_folder_of_another_run_is_refused(straight, tmp_path):
+    quiet(CONFIG.replace(epochs_spr=1, epochs_finetune=0), tmp_path)
+    dense_sha = sha(tmp_path / "dense" / "model.safetensors")
+    with pytest.raises(PipelineError, match="another config.*lam"):
+        quiet(CONFIG.replace(epochs_spr=1, epochs_finetune=0, lam=2.0), tmp_path)
+    summary = quiet(CONFIG.replace(epochs_spr=1, epochs_finetune=0, lam=2.0), tmp_path,
+                    restart=True)
+    assert summary["config"]["lam"] == 2.0
+    # the reference settings did not change, so the dense model was kept as it was
+    assert sha(tmp_path / "dense" / "model.safetensors") == dense_sha
+
+
+def test_missing_dataset_says_how_to_get_it_and_writes_nothing(tmp_path):
+    config = CONFIG.replace(dataset="fashion-mnist", data_root=str(tmp_path / "nowhere"))
+    with pytest.raises(DatasetNotFoundError, match="make data"):
+        quiet(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "dense").exists()
+
+
+def test_reference_M_is_the_blocks_max_magnitude():
+    model = small_cnn(width=4)
+    M = spr.reference_M(model, M_scale=2.0)
+    with torch.no_grad():
+        expected = 2.0 * max(model[0].weight.abs().max(), model[1].weight.abs().max(),
+                             model[1].bias.abs().max())
+    assert M["0"] == pytest.approx(float(expected))
