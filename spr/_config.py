@@ -73,6 +73,14 @@ class PruneConfig:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of "
                              f"{sorted(data.DATASETS)}")
         check_alpha(self.alpha)
+        if self.device != "auto":
+            import torch
+
+            try:
+                torch.device(self.device)
+            except RuntimeError as err:
+                raise ValueError(f'device must be "auto" or a torch device; got {self.device!r}'
+                                 ) from err
         for name in ("lam", "weight_decay", "max_drop", "threshold_tol"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")

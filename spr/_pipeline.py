@@ -87,6 +87,8 @@ class _Run:
         if self.pad_to:
             height = width = self.pad_to
         self.example = torch.zeros(1, self.in_channels, height, width, device=self.device)
+        # real images for remove_pruned's check of the outputs (zeros would check little)
+        self.check_batch = next(iter(self.fixed(self.threshold_split)))[0][:16].to(self.device)
 
     def build(self) -> nn.Module:
         """The dense network with the seed's initialisation (the same for every stage)."""
@@ -237,7 +239,7 @@ def run_pipeline(
         alive = structural_decision(model, search.threshold, config.struct_threshold,
                                     groups=config.groups)
         removed = zero_dead_groups(model, alive, groups=config.groups)
-        model = remove_pruned(model, run.example, inplace=True)
+        model = remove_pruned(model, run.check_batch, inplace=True)
         records["threshold"] = {
             "threshold": search.threshold, "zeroed": search.zeroed, "entries": search.entries,
             "train_accuracy_before": search.accuracy_dense,

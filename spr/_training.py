@@ -71,37 +71,53 @@ def train_epoch(
     reg: Callable[[], Tensor] | None = None,
     progress: bool = True,
     desc: str = "train",
+    sync_every: int = 25,
 ) -> dict[str, float]:
     """One pass over ``loader``: cross-entropy (+ ``reg()`` when given); returns mean loss,
-    mean penalty and training accuracy (percent, on the augmented batches)."""
+    mean penalty and training accuracy (percent, on the augmented batches).
+
+    Running sums stay on the device; the host reads them (for the progress bar and the check
+    that the loss is finite) every ``sync_every`` steps, so a GPU is not stalled at every step.
+    """
     device = model_device(model)
     model.train()
-    loss_sum = penalty_sum = 0.0
-    correct = total = 0
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, penalty, correct
+    total = 0
     bar = tqdm(loader, desc=desc, leave=False, disable=not progress)
-    for inputs, labels in bar:
+
+    def check() -> None:
+        loss_sum = float(sums[0])
+        if not math.isfinite(loss_sum):
+            raise FloatingPointError(
+                f"{desc}: the loss became {loss_sum} — lower the learning rate (or lam)"
+            )
+        bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{100 * float(sums[2]) / total:.1f}")
+
+    for step, (inputs, labels) in enumerate(bar, 1):
         inputs, labels = inputs.to(device), labels.to(device)
         logits = model(inputs)
         loss = F.cross_entropy(logits, labels)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"{desc}: the loss became {loss.item()} — lower the learning rate (or lam)"
-            )
-        if reg is not None:
-            penalty = reg()
-            penalty_sum += float(penalty.detach()) * len(labels)
+        penalty = reg() if reg is not None else None
+        if penalty is not None:
             loss = loss + penalty
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if schedule is not None:
             schedule.step()
-        loss_sum += float(loss.detach()) * len(labels)
-        correct += int((logits.argmax(1) == labels).sum())
-        total += len(labels)
-        bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{100 * correct / total:.1f}")
+        n = len(labels)
+        with torch.no_grad():
+            sums[0] += loss.detach() * n
+            if penalty is not None:
+                sums[1] += penalty.detach() * n
+            sums[2] += (logits.argmax(1) == labels).sum()
+        total += n
+        if step % sync_every == 0:
+            check()
     if total == 0:
         raise ValueError(f"{desc}: the loader yielded no samples")
+    check()
+    loss_sum, penalty_sum, correct = sums.tolist()
     accuracy = 100.0 * correct / total
     return {"loss": loss_sum / total, "penalty": penalty_sum / total, "accuracy": accuracy}
 

@@ -36,7 +36,8 @@ def test_unknown_setting_lists_the_known_ones():
      ("struct_threshold", 1.0, "struct_threshold"), ("batch_size", 0, "batch_size"),
      ("lr", 0.0, "lr"), ("lr_finetune", -1.0, "lr_finetune"), ("momentum", 1.0, "momentum"),
      ("M_scale", 0.0, "M_scale"),
-     ("train_samples", 0, "train_samples"), ("threshold_tol", 1.0, "threshold_tol")],
+     ("train_samples", 0, "train_samples"), ("threshold_tol", 1.0, "threshold_tol"),
+     ("device", "gpu7", "device")],
 )
 def test_bad_values_name_the_setting(field, value, message):
     with pytest.raises(ValueError, match=message):
