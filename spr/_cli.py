@@ -35,17 +35,18 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pipeline settings (spr.PruneConfig)")
     for f in fields(PruneConfig):
         flag, hint = "--" + f.name.replace("_", "-"), hints[f.name]
+        flags = (flag, "--data") if f.name == "dataset" else (flag,)
         default = None if f.default is MISSING else f.default
         text = f"default: {default}"
         if hint is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+            group.add_argument(*flags, action=argparse.BooleanOptionalAction, default=None,
                                help=text)
             continue
         args = typing.get_args(hint)
         kind = next((a for a in args if a is not type(None)), hint)
         parse = _parse_optional(kind) if type(None) in args else kind
-        group.add_argument(flag, type=parse, default=None, metavar=kind.__name__.upper(),
-                           help=text)
+        group.add_argument(*flags, dest=f.name, type=parse, default=None,
+                           metavar=kind.__name__.upper(), help=text)
 
 
 def _config_from(args: argparse.Namespace) -> PruneConfig:

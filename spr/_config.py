@@ -25,7 +25,7 @@ class PruneConfig:
 
     Model and data: ``arch`` (a name in ``spr.models.MODELS``), ``dataset`` (a name in
     ``spr.data.DATASETS``), ``data_root`` (folder with the files; default: the usual places),
-    ``train_samples`` (use a random subset of the training set; None: all).
+    ``train_samples`` and ``test_samples`` (use class-balanced random subsets; None: all).
 
     The paper's protocol (DESIGN.md §3.5): dense reference training for ``epochs_reference``
     epochs; SPR training from the same initialisation for ``epochs_spr`` epochs with ``lam``,
@@ -42,6 +42,7 @@ class PruneConfig:
     dataset: str = "fashion-mnist"
     data_root: str | None = None
     train_samples: int | None = None
+    test_samples: int | None = None
     lam: float = 1.0
     alpha: float = 0.5
     M_scale: float = 1.0
@@ -90,7 +91,7 @@ class PruneConfig:
         for name in ("epochs_reference", "epochs_spr", "epochs_finetune"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 0):
                 raise ValueError(f"{name} must be an integer >= 0; got {getattr(self, name)}")
-        for name in ("batch_size", "train_samples", "threshold_samples"):
+        for name in ("batch_size", "train_samples", "test_samples", "threshold_samples"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int) and value > 0):
                 raise ValueError(f"{name} must be a positive integer; got {value}")

@@ -75,7 +75,10 @@ class _Run:
         self.config, self.progress = config, progress
         self.device = resolve_device(config.device)
         train = spr_data.load(config.dataset, "train", root=config.data_root)
-        self.test = spr_data.load(config.dataset, "test", root=config.data_root)
+        test = spr_data.load(config.dataset, "test", root=config.data_root)
+        if config.test_samples is not None and config.test_samples < len(test):
+            test = test.subset(config.test_samples, seed=config.seed)
+        self.test = test
         if config.train_samples is not None and config.train_samples < len(train):
             train = train.subset(config.train_samples, seed=config.seed)
         self.train = train

@@ -82,3 +82,29 @@ def test_another_architecture_in_the_same_folder_is_refused(tmp_path, capsys):
     assert main(["prune", "--out", str(tmp_path), *SMALL, "--arch", "resnet20"]) == 2
     assert "another config" in capsys.readouterr().err
     assert (tmp_path / "dense" / "model.safetensors").read_bytes() == dense
+
+
+def test_prune_resnet20_on_fashion_mnist_tiny(tmp_path):
+    """The issue's command at toy size: padding to 32x32, option-A shortcuts, removal."""
+    from spr.data import DatasetNotFoundError, fashion_mnist
+
+    try:
+        fashion_mnist("test")
+    except DatasetNotFoundError:
+        pytest.skip("Fashion-MNIST not installed: run `make data`")
+    status = main(["prune", "--out", str(tmp_path), "--arch", "resnet20", "--data",
+                   "fashion-mnist", "--train-samples", "256", "--threshold-samples", "128",
+                   "--test-samples", "256",
+                   "--epochs-reference", "1", "--epochs-spr", "1", "--epochs-finetune", "1",
+                   "--lam", "4", "--max-drop", "5", "--threshold-tol", "0.05",
+                   "--no-progress"])
+    assert status == 0
+    summary = json.loads((tmp_path / "results.json").read_text())
+    assert summary["config"]["arch"] == "resnet20"
+    import torch
+
+    from spr import count_macs
+    from spr.models import resnet20
+
+    assert summary["macs_dense"] == count_macs(resnet20(in_channels=1), torch.zeros(1, 1, 32, 32))
+    assert summary["params_pruned"] <= summary["params_dense"]
