@@ -4,6 +4,7 @@ Public API:
     spr_penalty, spr_indicator   closed-form SPR value and minimising y* per group (torch)
     spr_prox                     proximal operator of lam*SPR for M = inf
     SPRegularizer                the training penalty as an nn.Module
+    GroupLassoRegularizer        the group-lasso baseline with SPR's grouping and scaling
     reference_M                  the paper's M per block from a trained dense model
     train, evaluate              the plain SGD loop (optionally with SPR) and top-1 accuracy
     threshold_search             largest global magnitude threshold within an accuracy drop
@@ -23,6 +24,7 @@ from spr import data, models
 from spr._closed_form import spr_indicator, spr_penalty
 from spr._config import PruneConfig
 from spr._counting import Size, count_macs, count_params, measure
+from spr._group_lasso import GroupLassoRegularizer
 from spr._pipeline import reference_M, run_pipeline
 from spr._prox import spr_prox
 from spr._regularizer import SPRegularizer
@@ -34,6 +36,7 @@ from spr._threshold import ThresholdResult, threshold_search
 from spr._training import evaluate, train
 
 __all__ = [
+    "GroupLassoRegularizer",
     "LayerSolution",
     "PruneConfig",
     "PruningError",

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from spr._checks import check_alpha
 
+PENALTIES = ("spr", "group_lasso")  # spr.SPRegularizer, spr.GroupLassoRegularizer
+
 
 @dataclass(frozen=True)
 class PruneConfig:
@@ -29,7 +31,8 @@ class PruneConfig:
 
     The paper's protocol (DESIGN.md §3.5): dense reference training for ``epochs_reference``
     epochs; SPR training from the same initialisation for ``epochs_spr`` epochs with ``lam``,
-    ``alpha``, ``groups`` and ``M = M_scale * max |entry|`` of each block of the reference;
+    ``alpha``, ``groups`` and ``M = M_scale * max |entry|`` of each block of the reference
+    (``penalty="group_lasso"``: the group-lasso baseline in SPR's place, same scaling);
     the threshold search (``max_drop`` percentage points of training accuracy, over
     ``threshold_samples`` training samples, bisection tolerance ``threshold_tol``); the
     structural decision (``struct_threshold``); physical removal; fine-tuning without SPR for
@@ -43,6 +46,7 @@ class PruneConfig:
     data_root: str | None = None
     train_samples: int | None = None
     test_samples: int | None = None
+    penalty: str = "spr"
     lam: float = 1.0
     alpha: float = 0.5
     M_scale: float = 1.0
@@ -74,6 +78,8 @@ class PruneConfig:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of "
                              f"{sorted(data.DATASETS)}")
         check_alpha(self.alpha)
+        if self.penalty not in PENALTIES:
+            raise ValueError(f"penalty must be one of {PENALTIES}; got {self.penalty!r}")
         if self.device != "auto":
             import torch
 

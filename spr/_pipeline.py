@@ -4,8 +4,9 @@ Stages, in order (DESIGN.md §3.5), each writing into ``out``:
 
 1. ``reference``: dense training from the seed's initialisation; saved once to ``out/dense``
    and never overwritten.
-2. ``spr``: training from the *same* initialisation with :class:`spr.SPRegularizer`, ``M`` per
-   block from the reference (``M_scale * max |entry|``); saved to ``out/spr``.
+2. ``spr``: training from the *same* initialisation with :class:`spr.SPRegularizer` (or the
+   group-lasso baseline), ``M`` per block from the reference (``M_scale * max |entry|``); saved
+   to ``out/spr``.
 3. ``prune``: :func:`spr.threshold_search` on a fixed subset of the training set,
    :func:`spr.structural_decision`, :func:`spr.zero_dead_groups`, :func:`spr.remove_pruned`.
    The removal comes before fine-tuning — fine-tuning the smaller network is fine-tuning the
@@ -35,6 +36,7 @@ from spr import models
 from spr._atomic import atomic_dir, write_text_atomic
 from spr._config import PruneConfig
 from spr._counting import measure
+from spr._group_lasso import GroupLassoRegularizer
 from spr._regularizer import SPRegularizer
 from spr._serialize import load_pruned, save_pruned
 from spr._structure import structural_decision, zero_dead_groups
@@ -43,6 +45,7 @@ from spr._threshold import threshold_search
 from spr._training import evaluate, make_optimizer, train_epoch
 
 STAGES = ("reference", "spr", "prune", "finetune", "done")
+PENALTY_CLASSES = {"spr": SPRegularizer, "group_lasso": GroupLassoRegularizer}
 
 
 class PipelineError(RuntimeError):
@@ -225,7 +228,9 @@ def run_pipeline(
     if state["stage"] == "spr":
         model = train_stage(
             "spr", config.epochs_spr, run.build().to(run.device),
-            lambda m: SPRegularizer(m, config.lam, config.alpha, M=M, groups=config.groups),
+            lambda m: PENALTY_CLASSES[config.penalty](
+                m, config.lam, config.alpha, M=M, groups=config.groups
+            ),
         )
         records["accuracy_spr"] = run.accuracy(model)
         log(f"SPR training: test accuracy {records['accuracy_spr']:.2f}%")

@@ -208,13 +208,17 @@ class SPRegularizer(nn.Module):
         """The scalar penalty; differentiable with respect to the model's parameters."""
         total = None
         for _, n, W, bound in self._bucket_matrices():
-            term = _spr_penalty(W, self.alpha, bound).sum() * n
+            term = self._group_penalty(W, bound).sum() * n
             total = term if total is None else total + term
         value = total * (self._lam / self.n_entries_)
         if self.check_finite and not torch.compiler.is_compiling():
             if not bool(torch.isfinite(value)):
                 self._raise_non_finite()
         return value
+
+    def _group_penalty(self, W: Tensor, bound: Tensor) -> Tensor:
+        """Per-group value, (G,) for the (G, n) matrix ``W``; subclasses swap the penalty."""
+        return _spr_penalty(W, self.alpha, bound)
 
     def _raise_non_finite(self) -> None:
         for name, parts in self._current_blocks().items():

@@ -111,3 +111,10 @@ def test_reference_M_is_the_blocks_max_magnitude():
         expected = 2.0 * max(model[0].weight.abs().max(), model[1].weight.abs().max(),
                              model[1].bias.abs().max())
     assert M["0"] == pytest.approx(float(expected))
+
+
+def test_group_lasso_baseline_runs_the_same_protocol(tmp_path):
+    config = CONFIG.replace(penalty="group_lasso", epochs_spr=1, epochs_finetune=1)
+    summary = quiet(config, tmp_path)
+    assert summary["config"]["penalty"] == "group_lasso"
+    assert summary["params_pruned"] <= summary["params_dense"]
