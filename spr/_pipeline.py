@@ -16,7 +16,9 @@ Stages, in order (DESIGN.md §3.5), each writing into ``out``:
 After every epoch the model (as :func:`spr.save_pruned` data), the optimiser and the progress
 are written to ``out/checkpoint`` in one atomic step; a run started again with the same config
 continues from there. Batch order and augmentation of epoch ``e`` of each stage are seeded by
-``(seed, stage, e)``, so a resumed run sees the data a straight run would.
+``(seed, stage, e)``, so a resumed run sees the data a straight run would. Under ``torchrun``
+the training stages run in DistributedDataParallel (see :mod:`spr._distributed`); rank 0 alone
+writes files and decides the threshold.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from spr import models
 from spr._atomic import atomic_dir, write_text_atomic
 from spr._config import PruneConfig
 from spr._counting import measure
+from spr._distributed import RankBatches, barrier, broadcast, is_main, wrap
 from spr._group_lasso import GroupLassoRegularizer
 from spr._regularizer import SPRegularizer
 from spr._serialize import load_pruned, save_pruned
@@ -118,6 +121,10 @@ class _Run:
         return load_pruned(path, self.build()).to(self.device)
 
 
+def _silent(message: str) -> None:
+    pass
+
+
 def _remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path)
@@ -136,14 +143,16 @@ def _open_folder(out: Path, config: PruneConfig, restart: bool) -> dict:
             f"{out} holds a run with another config (setting: [saved, now]: {diff}); choose "
             "another output folder, or restart there (--restart, restart=True)"
         )
-    if restart:
+    if restart and is_main():
         for name in ("checkpoint", "spr", "pruned", "results.json"):
             _remove(out / name)
         if saved is not None and any(
             getattr(saved, k) != getattr(config, k) for k in REFERENCE_FIELDS
         ):
             _remove(out / "dense")  # trained under other settings
-    write_text_atomic(config_path, config.to_json())
+    if is_main():
+        write_text_atomic(config_path, config.to_json())
+    barrier()
     if state_path.exists():
         return json.loads(state_path.read_text())
     return {"stage": "reference", "epoch": 0, "records": {}}
@@ -167,6 +176,8 @@ def run_pipeline(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if not is_main():
+        log = _silent
     run = _Run(config, progress)
     state = _open_folder(out, config, restart)
     records: dict[str, Any] = state["records"]
@@ -174,14 +185,21 @@ def run_pipeline(
 
     def checkpoint(model: nn.Module, stage: str, epoch: int, optimizer=None, schedule=None):
         state.update(stage=stage, epoch=epoch, seconds=time.perf_counter() - started)
-        with atomic_dir(out / "checkpoint") as tmp:
-            save_pruned(model, tmp / "model")
-            if optimizer is not None:
-                torch.save(
-                    {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()},
-                    tmp / "optimizer.pt",
-                )
-            (tmp / "state.json").write_text(json.dumps(state, indent=2))
+        if is_main():
+            with atomic_dir(out / "checkpoint") as tmp:
+                save_pruned(model, tmp / "model")
+                if optimizer is not None:
+                    torch.save(
+                        {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()},
+                        tmp / "optimizer.pt",
+                    )
+                (tmp / "state.json").write_text(json.dumps(state, indent=2))
+        barrier()
+
+    def save(model: nn.Module, name: str) -> None:
+        if is_main():
+            save_pruned(model, out / name)
+        barrier()
 
     def resume_model() -> tuple[nn.Module, dict | None]:
         model = run.load(out / "checkpoint" / "model")
@@ -198,16 +216,19 @@ def run_pipeline(
         reg = make_reg(model) if make_reg is not None else None
         lr = config.lr_finetune if stage == "finetune" and config.lr_finetune else config.lr
         optimizer, schedule = make_optimizer(
-            model, epochs, len(run.loader(stage, 0)), lr, config.momentum, config.weight_decay
+            model, epochs, len(RankBatches(run.loader(stage, 0))), lr, config.momentum,
+            config.weight_decay,
         )
+        trained = wrap(model)  # DistributedDataParallel under torchrun
         if saved is not None:
             optimizer.load_state_dict(saved["optimizer"])
             schedule.load_state_dict(saved["schedule"])
         history = records.setdefault(f"{stage}_history", [])
         del history[first:]
         for epoch in range(first, epochs):
-            stats = train_epoch(model, run.loader(stage, epoch), optimizer, schedule, reg,
-                                run.progress, f"{stage} {epoch + 1}/{epochs}")
+            stats = train_epoch(trained, RankBatches(run.loader(stage, epoch)), optimizer,
+                                schedule, reg, run.progress and is_main(),
+                                f"{stage} {epoch + 1}/{epochs}")
             history.append(stats)
             checkpoint(model, stage, epoch + 1, optimizer, schedule)
         return model
@@ -215,7 +236,7 @@ def run_pipeline(
     # 1. the dense reference, written once
     if not (out / "dense").exists():
         model = train_stage("reference", config.epochs_reference, run.build().to(run.device))
-        save_pruned(model, out / "dense")
+        save(model, "dense")
     dense = run.load(out / "dense")
     if "accuracy_dense" not in records:
         records["accuracy_dense"] = run.accuracy(dense)
@@ -234,16 +255,16 @@ def run_pipeline(
         )
         records["accuracy_spr"] = run.accuracy(model)
         log(f"SPR training: test accuracy {records['accuracy_spr']:.2f}%")
-        save_pruned(model, out / "spr")
+        save(model, "spr")
         checkpoint(model, "prune", 0)
 
     # 3. threshold, structural decision, physical removal
     if state["stage"] == "prune":
         model, _ = resume_model()
-        search = threshold_search(
+        search = broadcast(threshold_search(  # rank 0 decides, so every rank prunes alike
             model, run.fixed(run.threshold_split), config.max_drop, groups=config.groups,
-            tol=config.threshold_tol, progress=run.progress,
-        )
+            tol=config.threshold_tol, progress=run.progress and is_main(),
+        ) if is_main() else None)
         alive = structural_decision(model, search.threshold, config.struct_threshold,
                                     groups=config.groups)
         removed = zero_dead_groups(model, alive, groups=config.groups)
@@ -265,7 +286,7 @@ def run_pipeline(
         model = train_stage("finetune", config.epochs_finetune, resume_model()[0])
         records["accuracy_finetuned"] = run.accuracy(model)
         log(f"fine-tuning: test accuracy {records['accuracy_finetuned']:.2f}%")
-        save_pruned(model, out / "pruned")
+        save(model, "pruned")
         checkpoint(model, "done", 0)
 
     pruned = run.load(out / "pruned")
@@ -282,5 +303,7 @@ def run_pipeline(
         "seconds": state.get("seconds", 0.0),
         "device": str(run.device),
     }
-    write_text_atomic(out / "results.json", json.dumps(summary, indent=2))
+    if is_main():
+        write_text_atomic(out / "results.json", json.dumps(summary, indent=2))
+    barrier()
     return summary
