@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from spr._distributed import RankBatches, is_main, wrap
+
 Batches = Iterable[tuple[Tensor, Tensor]]
 
 
@@ -137,9 +139,14 @@ def train(
     """Train ``model`` in place for ``epochs`` epochs; one record per epoch.
 
     Add SPR by passing ``reg=spr.SPRegularizer(model, lam, alpha)``; fine-tune with ``reg=None``.
+    Under ``torchrun`` the model trains in DistributedDataParallel, each process on its share of
+    the batches (see :mod:`spr._distributed`).
     """
-    optimizer, schedule = make_optimizer(model, epochs, len(loader), lr, momentum, weight_decay)
+    batches = RankBatches(loader)
+    optimizer, schedule = make_optimizer(model, epochs, len(batches), lr, momentum, weight_decay)
+    trained = wrap(model)
     return [
-        train_epoch(model, loader, optimizer, schedule, reg, progress, f"{desc} {e + 1}/{epochs}")
+        train_epoch(trained, batches, optimizer, schedule, reg, progress and is_main(),
+                    f"{desc} {e + 1}/{epochs}")
         for e in range(epochs)
     ]
