@@ -9,6 +9,8 @@ Public API:
     fit_support                     best weights for a fixed support (box-constrained ridge LS)
     big_m_relaxation, perspective_relaxation, perspective_lp_relaxation, Relaxation
     MIPResult                       what the solvers return
+    KnapsackProblem, solve_knapsack multiple-choice knapsack (bit allocation): exact MILP, ties
+    solve_knapsack_lagrangian       its Lagrangian solver for very many groups; KnapsackResult
 
 Everything but the closed form is imported on first use, so ``import mip`` (and ``import spr``)
 does not pay for Pyomo, SciPy's optimisers or cvxpy until a solver is asked for.
@@ -19,6 +21,8 @@ import importlib
 from mip._closed_form import spr_indicator, spr_penalty
 
 _LAZY = {
+    "KnapsackProblem": "mip._knapsack",
+    "KnapsackResult": "mip._knapsack",
     "LayerProblem": "mip._problem",
     "MIPResult": "mip._result",
     "Relaxation": "mip._relaxations",
@@ -28,10 +32,14 @@ _LAZY = {
     "perspective_relaxation": "mip._relaxations",
     "solve_brute_force": "mip._brute_force",
     "solve_exact": "mip._outer_approximation",
+    "solve_knapsack": "mip._knapsack",
+    "solve_knapsack_lagrangian": "mip._lagrangian",
     "solve_scip": "mip._scip",
 }
 
 __all__ = [
+    "KnapsackProblem",
+    "KnapsackResult",
     "LayerProblem",
     "MIPResult",
     "Relaxation",
@@ -41,6 +49,8 @@ __all__ = [
     "perspective_relaxation",
     "solve_brute_force",
     "solve_exact",
+    "solve_knapsack",
+    "solve_knapsack_lagrangian",
     "solve_scip",
     "spr_indicator",
     "spr_penalty",
