@@ -305,16 +305,16 @@ def main() -> None:
     for run in runs:
         log(f"== {run['name']} ({run['method']})")
         if run["method"] == "torch_pruning":
-            rows.append(run_magnitude(run, done[run["match"]], grid, args.toy))
+            r = run_magnitude(run, done[run["match"]], grid, args.toy)
+            rows.append(r)
         else:
             folder = out / run["name"]
             share_reference(run["config"], folder, references)
-            row, summary = run_regularised(run, folder, grid, args.toy)
-            rows.append(row)
+            r, summary = run_regularised(run, folder, grid, args.toy)
+            rows.append(r)
             done[run["name"]] = {"config": run["config"], "summary": summary, "folder": folder}
             if run["config"].arch not in {r["network"] for r in rows if r["method"] == "dense"}:
                 rows.append(dense_row(summary, run["config"], grid, args.toy))
-        r = rows[-1]
         log(f"   accuracy {r['accuracy']:.2f}% (before fine-tuning "
             f"{r['accuracy_before_finetune']:.2f}%), {r['params_removed_percent']:.1f}% params "
             f"and {r['macs_removed_percent']:.1f}% MACs removed, {r['seconds']:.0f} s")
