@@ -3,6 +3,7 @@
 Public API:
     spr_penalty, spr_indicator      the closed-form perspective penalty and its minimising y
     LayerProblem                    the layer-wise input-group selection MIP (sufficient statistics)
+    layer_model                     that MIP as a Pyomo model (to print, inspect, or hand to SCIP)
     solve_exact                     outer approximation, HiGHS MILP masters: optimum, bound, gap
     solve_brute_force               enumeration of supports (the oracle for tiny instances)
     solve_scip                      the MIQP solved by SCIP (needs pyscipopt)
@@ -24,6 +25,7 @@ _LAZY = {
     "KnapsackProblem": "mip._knapsack",
     "KnapsackResult": "mip._knapsack",
     "LayerProblem": "mip._problem",
+    "layer_model": "mip._layer_model",
     "MIPResult": "mip._result",
     "Relaxation": "mip._relaxations",
     "big_m_relaxation": "mip._relaxations",
@@ -45,6 +47,7 @@ __all__ = [
     "Relaxation",
     "big_m_relaxation",
     "fit_support",
+    "layer_model",
     "perspective_lp_relaxation",
     "perspective_relaxation",
     "solve_brute_force",

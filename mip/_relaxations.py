@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from mip._constraints import add_side_constraints
 from mip._extended_model import ExtendedModel
+from mip._layer_model import layer_model
 from mip._problem import LayerProblem
 from mip._solver import highs, require
 from mip._support_fit import fit_support
@@ -50,31 +50,15 @@ def perspective_objective(problem: LayerProblem, W: NDArray, z: NDArray) -> floa
 
 
 def big_m_relaxation(problem: LayerProblem, time_limit: float = 60.0) -> Relaxation:
-    """The big-M relaxation, a convex QP solved by HiGHS::
+    """The big-M relaxation, a convex QP solved by HiGHS: :func:`mip.layer_model` with
+    ``z`` in [0, 1]::
 
         min  sum_i [w_i^T (gram + lam*alpha*I) w_i - 2 xty_i^T w_i + yty_i] + lam*(1-alpha)*sum z
         s.t. |w_ie| <= M*z_j,  0 <= z <= 1,  cardinality and budget as given.
     """
-    import pyomo.environ as pyo
-
     start = time.perf_counter()
-    out, d, k, M = problem.n_out, problem.d, problem.group_size, problem.M
-    hessian = problem.gram + problem.lam * problem.alpha * np.eye(d)
-    m = pyo.ConcreteModel(name="big_m_relaxation")
-    m.I, m.E, m.J = (pyo.RangeSet(0, n - 1) for n in (out, d, problem.n_groups))
-    m.w = pyo.Var(m.I, m.E, bounds=(-M, M), initialize=0.0)
-    m.z = pyo.Var(m.J, domain=pyo.UnitInterval)
-    m.upper = pyo.Constraint(m.I, m.E, rule=lambda m, i, e: m.w[i, e] <= M * m.z[e // k])
-    m.lower = pyo.Constraint(m.I, m.E, rule=lambda m, i, e: -m.w[i, e] <= M * m.z[e // k])
-    add_side_constraints(m, problem)
-    rows, cols = np.nonzero(np.triu(hessian))
-    quadratic = sum(
-        (1.0 if a == b else 2.0) * float(hessian[a, b]) * m.w[i, a] * m.w[i, b]
-        for i in range(out) for a, b in zip(rows, cols, strict=True)
-    )
-    linear = sum(-2.0 * float(problem.xty[e, i]) * m.w[i, e] for i in range(out) for e in range(d))
-    count = problem.lam * (1 - problem.alpha) * sum(m.z[j] for j in m.J)
-    m.objective = pyo.Objective(expr=float(problem.yty.sum()) + quadratic + linear + count)
+    out, d = problem.n_out, problem.d
+    m = layer_model(problem, binary=False)
     solver = highs()
     solver.config.time_limit = time_limit
     solver.config.raise_exception_on_nonoptimal_result = False
