@@ -30,7 +30,7 @@ def run(tmp_path, runs, launcher=()):
 
 @pytest.mark.slow
 def test_whole_path_at_toy_size(tmp_path):
-    rows, stdout = run(tmp_path, "r20-spr-lam2,r20-gl-lam2,r20-tp-lam2", (sys.executable,))
+    rows, stdout = run(tmp_path, "r20-spr-lam10,r20-gl-lam10,r20-tp-lam10", (sys.executable,))
     assert sorted(r["method"] for r in rows) == ["dense", "group_lasso", "spr", "torch_pruning"]
     by = {r["method"]: r for r in rows}
     for r in rows:
@@ -45,5 +45,5 @@ def test_whole_path_at_toy_size(tmp_path):
 def test_under_torchrun_with_two_gloo_processes(tmp_path):
     launcher = (sys.executable, "-m", "torch.distributed.run", "--standalone",
                 "--nproc_per_node", "2")
-    rows, _ = run(tmp_path, "r20-spr-lam2", launcher)
+    rows, _ = run(tmp_path, "r20-spr-lam10", launcher)
     assert sorted(r["method"] for r in rows) == ["dense", "spr"]
