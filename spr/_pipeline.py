@@ -90,6 +90,10 @@ class _Run:
         self.train = train
         n_threshold = min(config.threshold_samples or len(train), len(train))
         self.threshold_split = train.subset(n_threshold, seed=config.seed + 1)
+        if self.device.type != "cpu":  # uint8 on the device: batches gathered and augmented there
+            self.train, self.test, self.threshold_split = (
+                _on(split, self.device) for split in (train, test, self.threshold_split)
+            )
         self.pad_to = models.INPUT_SIZE.get(config.arch)
         self.in_channels, self.num_classes = train.images.shape[1], len(train.classes)
         height, width = train.images.shape[-2:]
@@ -119,6 +123,11 @@ class _Run:
 
     def load(self, path: Path) -> nn.Module:
         return load_pruned(path, self.build()).to(self.device)
+
+
+def _on(split: spr_data.ImageSplit, device: torch.device) -> spr_data.ImageSplit:
+    return spr_data.ImageSplit(split.images.to(device), split.labels.to(device), split.classes,
+                               split.name)
 
 
 def _silent(message: str) -> None:
