@@ -1,7 +1,11 @@
 """Batch augmentation: random crop with zero padding and horizontal flip, vectorised.
 
 The standard CIFAR training augmentation (``RandomCrop(size, padding=4)`` then
-``RandomHorizontalFlip()``), done for a whole batch with one gather instead of per image.
+``RandomHorizontalFlip()``), done for a whole batch with one gather instead of per image, on
+whatever device the batch is on. The random parameters are drawn separately
+(:func:`draw_crop_flip`) from the gather (:func:`crop_flip`), so a test can fix them and a
+loader can draw them where it likes (see :mod:`spr.data._device_augment` for the full
+pad/crop/flip/normalise transform).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["crop_flip", "random_crop_flip"]
+__all__ = ["crop_flip", "draw_crop_flip", "random_crop_flip"]
 
 
 def crop_flip(images: Tensor, shifts: Tensor, flips: Tensor, padding: int = 4) -> Tensor:
@@ -44,9 +48,25 @@ def crop_flip(images: Tensor, shifts: Tensor, flips: Tensor, padding: int = 4) -
         )
     if B > 0 and int(shifts.abs().max()) > padding:
         raise ValueError(f"shifts must lie in [-{padding}, {padding}]; got {shifts.tolist()}")
-    dev = images.device
-    shifts, flips = shifts.to(dev, torch.long), flips.to(dev, torch.bool)
+    return _crop_flip(images, shifts, flips, padding)
+
+
+def _crop_flip(images: Tensor, shifts: Tensor, flips: Tensor, padding: int) -> Tensor:
+    """:func:`crop_flip` without its checks (which would synchronise a GPU on device shifts)."""
+    H, W = images.shape[-2:]
     padded = F.pad(images, (padding, padding, padding, padding))
+    return _crop_padded(padded, shifts, flips, padding, H, W)
+
+
+def _crop_padded(
+    padded: Tensor, shifts: Tensor, flips: Tensor, padding: int, H: int, W: int
+) -> Tensor:
+    """The (H, W) crops of ``padded`` at ``(padding + dy, padding + dx)``, mirrored where
+    ``flips``: one gather for the whole batch."""
+    B, C = padded.shape[:2]
+    dev = padded.device
+    shifts = shifts.to(dev, torch.long, non_blocking=True)
+    flips = flips.to(dev, torch.bool, non_blocking=True)
     rows = (padding + shifts[:, :1]) + torch.arange(H, device=dev)  # (B, H)
     cols = (padding + shifts[:, 1:]) + torch.arange(W, device=dev)  # (B, W)
     cols = torch.where(flips[:, None], cols.flip(1), cols)
@@ -79,7 +99,41 @@ def random_crop_flip(
         >>> y1.shape, torch.equal(y1, y2)
         (torch.Size([8, 3, 32, 32]), True)
     """
-    B = images.shape[0]
-    shifts = torch.randint(-padding, padding + 1, (B, 2), generator=generator)
-    flips = torch.randint(0, 2, (B,), generator=generator).bool()
+    shifts, flips = draw_crop_flip(images.shape[0], padding, generator)
     return crop_flip(images, shifts, flips, padding)
+
+
+def draw_crop_flip(
+    batch: int,
+    padding: int = 4,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Draw the random parameters of :func:`crop_flip` for ``batch`` images.
+
+    Shifts are uniform in [-padding, padding] per axis (the crop offset of
+    ``RandomCrop(padding=padding)`` is ``padding + shift``), flips have probability 1/2.
+    The shifts are drawn first, then the flips, from ``generator``: on the generator's
+    device when one is given (a CUDA generator draws on the GPU, with no host transfer),
+    else from the global RNG on ``device`` (the CPU by default).
+
+    Args:
+        batch: the number of images B.
+        padding: the crop padding, >= 0.
+        generator: source of the draws, or None for the global RNG.
+        device: where to draw when ``generator`` is None.
+
+    Returns:
+        ``(shifts, flips)``: (B, 2) int64 (dy, dx) and (B,) bool.
+
+    Example:
+        >>> s, f = draw_crop_flip(5, padding=2, generator=torch.Generator().manual_seed(0))
+        >>> s.shape, f.shape, bool(s.abs().max() <= 2)
+        (torch.Size([5, 2]), torch.Size([5]), True)
+    """
+    if batch < 0 or padding < 0:
+        raise ValueError(f"batch and padding must be >= 0; got {batch} and {padding}")
+    dev = generator.device if generator is not None else torch.device(device or "cpu")
+    shifts = torch.randint(-padding, padding + 1, (batch, 2), generator=generator, device=dev)
+    flips = torch.randint(0, 2, (batch,), generator=generator, device=dev).bool()
+    return shifts, flips
