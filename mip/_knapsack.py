@@ -489,9 +489,12 @@ def _solve_milp(
             return choice, bound, status
         expanded = merged.expand(choice)
         used = [problem.size_used(expanded)] if np.isfinite(problem.budget) else []
-        used += [u for u, b in zip(problem.extra_used(expanded), problem.extra_budget,
-                                   strict=True) if np.isfinite(b)]
-        budgets = [b - 2 * max(u - b0, 0.0)
+        if problem.extra_budget is not None:
+            used += [u for u, b in zip(problem.extra_used(expanded), problem.extra_budget,
+                                       strict=True) if np.isfinite(b)]
+        # tighten past the excess and past HiGHS's feasibility tolerance (1e-7 of the scaled
+        # row), else it may return the same answer; the first attempt's bound stays valid
+        budgets = [b - max(2 * max(u - b0, 0.0), 1e-6 * max(abs(b0), 1.0)) if u > b0 else b
                    for b, u, (_, b0) in zip(budgets, used, budget_rows, strict=True)]
     return None, bound, status
 

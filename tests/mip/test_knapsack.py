@@ -307,3 +307,19 @@ def test_knapsack_solvers_import_without_torch():
             "mip.solve_knapsack(p); mip.solve_knapsack_lagrangian(p); "
             "assert 'torch' not in sys.modules, 'mip imported torch'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("reduce", [True, False])
+def test_budget_a_hair_below_a_choice_is_met_exactly(reduce):
+    """A budget computed as (T/n)*n lands one ulp below T: the solver's answer at T breaks it by
+    round-off, the re-solve with a tightened budget must work without extra resources."""
+    n = np.array([8192, 16384, 8192, 640])
+    rows = np.array([128, 128, 64, 10])
+    size = np.stack([n * b + 32 * rows for b in (2, 3)], axis=1).astype(float)
+    budget = (size[:, 1].sum() / n.sum()) * n.sum()
+    assert budget < size[:, 1].sum()
+    problem = mip.KnapsackProblem(cost=np.stack([np.ones(4), np.zeros(4)], 1), size=size,
+                                  budget=budget)
+    result = mip.solve_knapsack(problem, reduce=reduce)
+    assert result.size_used <= budget
+    assert result.objective == pytest.approx(1.0)  # all but one group at 3 bits
