@@ -7,10 +7,11 @@
 A grid is a folder of small JSON files, one per run::
 
     {"name": "r20-spr-lam2", "method": "spr", "config": {PruneConfig fields}}
-    {"name": "r20-gl-lam2", "method": "group_lasso", "config": {...}}
+    {"name": "r20-gl-lam2", "method": "group_lasso", "config": {...}}   (also "spr_macs")
     {"name": "r20-tp-lam2", "method": "torch_pruning", "match": "r20-spr-lam2"}
 
-``spr`` and ``group_lasso`` run :func:`spr.run_pipeline` (dense reference, regularised training
+``spr``, ``spr_macs`` (SPR with each block weighted by its MACs per entry) and
+``group_lasso`` run :func:`spr.run_pipeline` (dense reference, regularised training
 from the same initialisation, threshold search, structural decision, physical removal,
 fine-tuning); ``torch_pruning`` prunes the matched run's dense reference with Torch-Pruning's
 group-magnitude importance down to that run's MACs and fine-tunes it with the same epochs and
@@ -44,9 +45,12 @@ from spr import PruneConfig
 from spr._surgery import CUSTOM_PRUNERS
 
 HERE = Path(__file__).resolve().parent
-METHODS = ("spr", "group_lasso", "torch_pruning")
-LABELS = {"spr": "SPR", "group_lasso": "group lasso", "torch_pruning": "Torch-Pruning (magnitude)",
-          "dense": "dense"}
+METHODS = ("spr", "spr_macs", "group_lasso", "torch_pruning")
+# method -> (PruneConfig.penalty, PruneConfig.penalty_weights)
+PENALTY = {"spr": ("spr", "uniform"), "spr_macs": ("spr", "macs"),
+           "group_lasso": ("group_lasso", "uniform")}
+LABELS = {"spr": "SPR", "spr_macs": "SPR, MAC-weighted", "group_lasso": "group lasso",
+          "torch_pruning": "Torch-Pruning (magnitude)", "dense": "dense"}
 # CIFAR-10, SPR authors' logs (DESIGN.md §5): (params removed %, accuracy %); dense not logged.
 PAPER = {
     "resnet56": [(33, 94.00), (46, 93.96), (65, 93.48)],
@@ -83,7 +87,10 @@ def load_grid(folder: Path, toy: bool, only: set[str] | None) -> list[dict]:
         if only and run["name"] not in only:
             continue
         if run["method"] != "torch_pruning":
-            config = PruneConfig.from_dict(run["config"]).replace(penalty=run["method"])
+            penalty, weights = PENALTY[run["method"]]
+            config = PruneConfig.from_dict(run["config"]).replace(
+                penalty=penalty, penalty_weights=weights
+            )
             run["config"] = config.replace(**TOY) if toy else config
         runs.append(run)
     names = {run["name"] for run in runs}
@@ -171,8 +178,8 @@ def run_regularised(run: dict, folder: Path, grid: str, toy: bool) -> tuple[dict
         "params": summary["params_pruned"], "macs": summary["macs_pruned"],
         "params_removed_percent": summary["params_removed_percent"],
         "macs_removed_percent": summary["macs_removed_percent"],
-    }, time.perf_counter() - start, grid, toy, name=run["name"])
-    return row, summary
+    }, max(summary["seconds"], time.perf_counter() - start), grid, toy, name=run["name"])
+    return row, summary  # seconds: the run's own, also when it was resumed or already done
 
 
 def run_magnitude(run: dict, matched: dict, grid: str, toy: bool) -> dict:
@@ -226,7 +233,7 @@ def plot(rows: list[dict], path: Path) -> None:
         mine = [r for r in rows if r["network"] == network]
         for ax, key, what in zip(row_axes, ("params_removed_percent", "macs_removed_percent"),
                                  ("parameters", "MACs"), strict=True):
-            for method in ("spr", "group_lasso", "torch_pruning"):
+            for method in ("spr", "spr_macs", "group_lasso", "torch_pruning"):
                 points = sorted((r[key], r["accuracy"]) for r in mine if r["method"] == method)
                 if points:
                     ax.plot(*zip(*points, strict=True), marker="o", label=LABELS[method])

@@ -12,7 +12,8 @@ Public API:
                                  the others
     remove_pruned                physical removal of dead channels (Torch-Pruning)
     save_pruned, load_pruned     architecture as JSON + safetensors weights
-    count_params, count_macs     size of a model (MACs, not FLOPs); measure -> Size
+    count_params, count_macs     size of a model (MACs, not FLOPs); measure -> Size;
+                                 macs_by_layer, mac_weights (MACs per entry, for block_weights)
     layer_widths                 output width of every conv and Linear
     PruneConfig, run_pipeline    every setting of the paper's protocol; the resumable run
     solve_mip, LayerSolution     exact input-channel selection of one layer (Pyomo + HiGHS)
@@ -23,7 +24,7 @@ Public API:
 from spr import data, models
 from spr._closed_form import spr_indicator, spr_penalty
 from spr._config import PruneConfig
-from spr._counting import Size, count_macs, count_params, measure
+from spr._counting import Size, count_macs, count_params, mac_weights, macs_by_layer, measure
 from spr._group_lasso import GroupLassoRegularizer
 from spr._pipeline import reference_M, run_pipeline
 from spr._prox import spr_prox
@@ -50,6 +51,8 @@ __all__ = [
     "layer_problem",
     "layer_widths",
     "load_pruned",
+    "mac_weights",
+    "macs_by_layer",
     "measure",
     "models",
     "reference_M",

@@ -19,6 +19,7 @@ from pathlib import Path
 from spr._checks import check_alpha
 
 PENALTIES = ("spr", "group_lasso")  # spr.SPRegularizer, spr.GroupLassoRegularizer
+PENALTY_WEIGHTS = ("uniform", "macs")  # per-block weights: 1, or spr.mac_weights
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,9 @@ class PruneConfig:
     The paper's protocol (DESIGN.md §3.5): dense reference training for ``epochs_reference``
     epochs; SPR training from the same initialisation for ``epochs_spr`` epochs with ``lam``,
     ``alpha``, ``groups`` and ``M = M_scale * max |entry|`` of each block of the reference
-    (``penalty="group_lasso"``: the group-lasso baseline in SPR's place, same scaling);
+    (``penalty="group_lasso"``: the group-lasso baseline in SPR's place, same scaling;
+    ``penalty_weights="macs"``: each block weighted by its MACs per entry, see
+    :func:`spr.mac_weights`);
     the threshold search (``max_drop`` percentage points of training accuracy, over
     ``threshold_samples`` training samples, bisection tolerance ``threshold_tol``); the
     structural decision (``struct_threshold``); physical removal; fine-tuning without SPR for
@@ -47,6 +50,7 @@ class PruneConfig:
     train_samples: int | None = None
     test_samples: int | None = None
     penalty: str = "spr"
+    penalty_weights: str = "uniform"
     lam: float = 1.0
     alpha: float = 0.5
     M_scale: float = 1.0
@@ -80,6 +84,10 @@ class PruneConfig:
         check_alpha(self.alpha)
         if self.penalty not in PENALTIES:
             raise ValueError(f"penalty must be one of {PENALTIES}; got {self.penalty!r}")
+        if self.penalty_weights not in PENALTY_WEIGHTS:
+            raise ValueError(
+                f"penalty_weights must be one of {PENALTY_WEIGHTS}; got {self.penalty_weights!r}"
+            )
         if self.device != "auto":
             import torch
 

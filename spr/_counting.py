@@ -89,25 +89,37 @@ def count_macs(model: nn.Module, example_inputs: Tensor | tuple[Tensor, ...]) ->
     >>> count_macs(nn.Conv2d(3, 16, 3, padding=1), torch.zeros(1, 3, 32, 32))  # 32*32*16 x 3*9
     442368
     """
+    return sum(macs_by_layer(model, example_inputs).values())
+
+
+def macs_by_layer(
+    model: nn.Module, example_inputs: Tensor | tuple[Tensor, ...]
+) -> dict[str, int]:
+    """:func:`count_macs` per conv / Linear module, by module name (the sum is the total).
+
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 16, 3))
+    >>> macs_by_layer(net, torch.zeros(1, 1, 4, 4))   # 16 positions * 2 * 9; 32 * 3
+    {'0': 288, '2': 96}
+    """
     inputs = (
         tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     )
-    total = 0
+    totals: dict[str, int] = {}
 
-    def hook(rule):
+    def hook(name, rule):
         def count(module: nn.Module, args: tuple, output: Tensor) -> None:
-            nonlocal total
-            total += rule(module, args, output)
+            totals[name] = totals.get(name, 0) + rule(module, args, output)
 
         return count
 
     flags = [(m, m.training) for m in model.modules()]
     handles = []
     try:
-        for module in model.modules():
+        for name, module in model.named_modules():
             rule = _rule(module)
             if rule is not None:
-                handles.append(module.register_forward_hook(hook(rule)))
+                handles.append(module.register_forward_hook(hook(name, rule)))
         model.eval()
         with torch.no_grad():
             model(*inputs)
@@ -116,7 +128,7 @@ def count_macs(model: nn.Module, example_inputs: Tensor | tuple[Tensor, ...]) ->
             handle.remove()
         for module, training in flags:
             module.training = training
-    return total
+    return totals
 
 
 @dataclass(frozen=True)
@@ -152,3 +164,38 @@ def percent_removed(dense: Size, pruned: Size) -> tuple[float, float]:
         100.0 * (1 - pruned.params / dense.params),
         100.0 * (1 - pruned.macs / dense.macs),
     )
+
+
+def mac_weights(
+    model: nn.Module, example_inputs: Tensor | tuple[Tensor, ...], groups: str = "conv_bn"
+) -> dict[str, float]:
+    """Per block of ``groups``: MACs per weight entry, scaled to an entry-weighted mean of 1.
+
+    For :class:`spr.SPRegularizer`'s ``block_weights``: a conv's entry is used once per output
+    position, so a filter of a high-resolution layer costs more compute than one of a deep,
+    low-resolution layer with the same number of entries. Weighting block ``b`` by
+    ``m_b = MACs_b / weights_b`` (divided by ``sum_b N_b m_b / sum_b N_b``, ``N_b`` the block's
+    regularised entries, so the overall scale of lam is kept) makes SPR prune compute, not
+    parameters.
+
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 2, 3, stride=2))
+    >>> w = mac_weights(net, torch.zeros(1, 1, 9, 9), groups="conv")
+    >>> round(w["0"] / w["1"], 6)    # 81 output positions against 16
+    5.0625
+    """
+    from spr._threshold import group_parts  # late: spr._threshold imports the models' groups
+
+    per_layer = macs_by_layer(model, example_inputs)
+    modules = dict(model.named_modules())
+    per_entry, entries = {}, {}
+    for name, parts in group_parts(model, groups):
+        module = modules.get(name)
+        if module is None or name not in per_layer:
+            raise ValueError(
+                f"mac_weights: block {name!r} is not a conv or Linear layer the forward ran"
+            )
+        per_entry[name] = per_layer[name] / module.weight.numel()
+        entries[name] = sum(p.numel() for p in parts)
+    mean = sum(per_entry[n] * entries[n] for n in per_entry) / sum(entries.values())
+    return {n: value / mean for n, value in per_entry.items()}

@@ -37,7 +37,7 @@ from spr import data as spr_data
 from spr import models
 from spr._atomic import atomic_dir, write_text_atomic
 from spr._config import PruneConfig
-from spr._counting import measure
+from spr._counting import mac_weights, measure
 from spr._distributed import RankBatches, barrier, broadcast, is_main, wrap
 from spr._group_lasso import GroupLassoRegularizer
 from spr._regularizer import SPRegularizer
@@ -255,11 +255,13 @@ def run_pipeline(
 
     # 2. SPR training from the same initialisation, M from the reference
     M = reference_M(dense, config.groups, config.M_scale)
+    weights = (mac_weights(dense, run.example, config.groups)
+               if config.penalty_weights == "macs" else None)
     if state["stage"] == "spr":
         model = train_stage(
             "spr", config.epochs_spr, run.build().to(run.device),
             lambda m: PENALTY_CLASSES[config.penalty](
-                m, config.lam, config.alpha, M=M, groups=config.groups
+                m, config.lam, config.alpha, M=M, groups=config.groups, block_weights=weights
             ),
         )
         records["accuracy_spr"] = run.accuracy(model)

@@ -44,7 +44,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 class SPRegularizer(nn.Module):
-    """The SPR training penalty ``lam * (1/N) * sum_blocks n_b * sum_j SPR(G_j)``.
+    """The SPR training penalty ``lam * (1/N) * sum_blocks w_b * n_b * sum_j SPR(G_j)``.
 
     ``G_j`` runs over the groups of block ``b`` (see :mod:`spr._groups` for the groupings),
     ``n_b`` is the block's group length and ``N = sum_b G_b * n_b`` the number of regularised
@@ -70,12 +70,16 @@ class SPRegularizer(nn.Module):
         check_finite: after each evaluation check that the value is finite and, if not, raise
             ``ValueError`` naming the block (costs one device synchronisation on a GPU; skipped
             inside ``torch.compile``).
+        block_weights: ``{block name: w_b > 0}`` multiplying each block's groups in the sum
+            (default 1): e.g. MACs per entry from :func:`spr.mac_weights`, so that groups that
+            cost more compute are pushed harder.
 
     Attributes:
         block_names_: the regularised blocks, in evaluation order.
         block_shapes_: ``{name: (G_b, n_b)}``.
         n_entries_: ``N``.
         M_: ``{name: M_b}``.
+        block_weights_: ``{name: w_b}``.
 
     Example:
         >>> import torchvision
@@ -97,6 +101,7 @@ class SPRegularizer(nn.Module):
         exclude: Iterable[str | nn.Module] | None = None,
         reference: nn.Module | None = None,
         check_finite: bool = True,
+        block_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -138,6 +143,7 @@ class SPRegularizer(nn.Module):
         else:
             ref_matrices = matrices
         self.M_ = self._resolve_M(M, ref_matrices)
+        self.block_weights_ = self._resolve_weights(block_weights)
 
         # Blocks with the same part layout are evaluated as one matrix.
         layout: dict[tuple, list[int]] = {}
@@ -151,6 +157,13 @@ class SPRegularizer(nn.Module):
                 [torch.full((self.block_shapes_[n][0],), self.M_[n]) for n in bucket_names]
             )
             self.register_buffer(f"M_bucket{index}", bound.to(device, _compute_dtype(dtype)))
+            weight = torch.cat([
+                torch.full((self.block_shapes_[n][0],), self.block_weights_[n])
+                for n in bucket_names
+            ])
+            self.register_buffer(
+                f"weight_bucket{index}", weight.to(device, _compute_dtype(dtype))
+            )
             self._buckets.append((bucket_names, sum(widths)))
 
     @property
@@ -189,6 +202,17 @@ class SPRegularizer(nn.Module):
         bound = check_positive("M", M, allow_inf=True)
         return dict.fromkeys(matrices, bound)
 
+    def _resolve_weights(self, weights: Mapping[str, float] | None) -> dict[str, float]:
+        if weights is None:
+            return dict.fromkeys(self.block_names_, 1.0)
+        unknown = sorted(set(weights) - set(self.block_names_))
+        missing = [name for name in self.block_names_ if name not in weights]
+        if unknown or missing:
+            raise ValueError(
+                f"block_weights: one entry per block; unknown {unknown}, missing {missing}"
+            )
+        return {n: check_positive(f"block_weights[{n!r}]", weights[n]) for n in self.block_names_}
+
     def _current_blocks(self) -> dict[str, Parts]:
         blocks = dict(self._source())
         if len(blocks) != len(self.block_names_) or any(n not in blocks for n in self.block_names_):
@@ -202,13 +226,14 @@ class SPRegularizer(nn.Module):
         blocks = self._current_blocks()
         for index, (names, n) in enumerate(self._buckets):
             W = _stack_blocks([blocks[name] for name in names])
-            yield names, n, W, getattr(self, f"M_bucket{index}")
+            yield names, n, W, getattr(self, f"M_bucket{index}"), index
 
     def forward(self) -> Tensor:
         """The scalar penalty; differentiable with respect to the model's parameters."""
         total = None
-        for _, n, W, bound in self._bucket_matrices():
-            term = self._group_penalty(W, bound).sum() * n
+        for _, n, W, bound, index in self._bucket_matrices():
+            weight = getattr(self, f"weight_bucket{index}")
+            term = (self._group_penalty(W, bound) * weight).sum() * n
             total = term if total is None else total + term
         value = total * (self._lam / self.n_entries_)
         if self.check_finite and not torch.compiler.is_compiling():
@@ -232,7 +257,7 @@ class SPRegularizer(nn.Module):
     def indicators(self) -> dict[str, Tensor]:
         """``{block name: y*}``, each a detached (G_b,) tensor of the minimising indicators."""
         out: dict[str, Tensor] = {}
-        for names, _, W, bound in self._bucket_matrices():
+        for names, _, W, bound, _ in self._bucket_matrices():
             y = _spr_indicator(W, self.alpha, bound)
             sizes = [self.block_shapes_[name][0] for name in names]
             out.update(zip(names, torch.split(y, sizes), strict=True))

@@ -37,7 +37,8 @@ def test_unknown_setting_lists_the_known_ones():
      ("lr", 0.0, "lr"), ("lr_finetune", -1.0, "lr_finetune"), ("momentum", 1.0, "momentum"),
      ("M_scale", 0.0, "M_scale"),
      ("train_samples", 0, "train_samples"), ("threshold_tol", 1.0, "threshold_tol"),
-     ("device", "gpu7", "device"), ("penalty", "l1", "penalty")],
+     ("device", "gpu7", "device"), ("penalty", "l1", "penalty"),
+     ("penalty_weights", "flops", "penalty_weights")],
 )
 def test_bad_values_name_the_setting(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -147,3 +147,18 @@ def test_percent_removed_and_size():
     with pytest.raises(AttributeError):
         dense.params = 3  # frozen
     assert str(Size(270_000, 40_551_040)) == "0.270M params, 40.55M MACs"
+
+
+def test_mac_weights_follow_output_positions_and_average_to_one():
+    from spr import mac_weights
+    from spr._threshold import group_parts
+    from spr.models import resnet20
+
+    model = resnet20(in_channels=1)
+    weights = mac_weights(model, torch.zeros(1, 1, 32, 32))
+    # a stage-1 conv sees 32x32 output positions, a stage-3 conv 8x8
+    assert weights["layer1.0.conv1"] / weights["layer3.1.conv2"] == pytest.approx(16.0)
+    assert weights["conv1"] == pytest.approx(weights["layer1.2.conv2"])
+    entries = {name: sum(p.numel() for p in parts) for name, parts in group_parts(model)}
+    mean = sum(weights[n] * entries[n] for n in entries) / sum(entries.values())
+    assert mean == pytest.approx(1.0)

@@ -333,3 +333,38 @@ def test_group_lasso_baseline_matches_a_per_group_loop():
         model.bn1.bias[0] = 0
     reg().backward()
     assert torch.isfinite(model.conv1.weight.grad).all()
+
+
+def test_block_weights_scale_each_block_as_a_per_group_loop_says():
+    torch.manual_seed(0)
+    model = spr.models.resnet20(in_channels=1)
+    weights = {name: 0.5 + i for i, name in enumerate(spr.SPRegularizer(
+        model, lam=1.0, alpha=0.5).block_names_)}
+    reg = spr.SPRegularizer(model, lam=0.7, alpha=0.4, block_weights=weights)
+    from spr._threshold import group_parts
+
+    total, entries = 0.0, 0
+    for name, parts in group_parts(model):
+        W = torch.cat([p.detach().double() for p in parts], dim=1)
+        value = spr.spr_penalty(W, 0.4, torch.tensor(reg.M_[name], dtype=torch.float64)).sum()
+        total += weights[name] * W.shape[1] * float(value)
+        entries += W.numel()
+    assert float(reg()) == pytest.approx(0.7 * total / entries, rel=1e-5)
+    assert reg.block_weights_ == weights
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [({"drop": "conv1"}, "missing"), ({"add": "nope"}, "unknown"), ({"set": -1.0}, "> 0")],
+)
+def test_bad_block_weights(change, message):
+    model = spr.models.resnet20(in_channels=1)
+    weights = dict.fromkeys(spr.SPRegularizer(model, lam=1.0, alpha=0.5).block_names_, 1.0)
+    if "drop" in change:
+        del weights[change["drop"]]
+    if "add" in change:
+        weights[change["add"]] = 1.0
+    if "set" in change:
+        weights["conv1"] = change["set"]
+    with pytest.raises(ValueError, match=message):
+        spr.SPRegularizer(model, lam=1.0, alpha=0.5, block_weights=weights)
