@@ -107,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"the pruned model is in {args.out / 'pruned'}; results in "
                   f"{args.out / 'results.json'}")
     except KeyboardInterrupt:
-        print("\ninterrupted; run the same command again to continue from the last checkpoint",
-              file=sys.stderr)
+        again = ("run the same command again to continue from the last checkpoint"
+                 if args.command == "prune" else "the demo starts over when run again")
+        print(f"\ninterrupted; {again}", file=sys.stderr)
         return _EXIT_INTERRUPTED
     except (DatasetNotFoundError, PipelineError, PruningError, ValueError, OSError) as err:
         print(f"spr: error: {err}", file=sys.stderr)
