@@ -263,9 +263,12 @@ def table(rows: list[dict], grid: str) -> str:
     ]
     for r in sorted(rows, key=lambda r: (r["network"], r["method"] != "dense", r["method"],
                                          r["macs"])):
-        lam = "" if r["lam"] is None else f"{r['lam']:g}"
+        lam = "" if r["lam"] is None or r["method"] == "torch_pruning" else f"{r['lam']:g}"
+        label = LABELS[r["method"]]
+        if r["method"] == "torch_pruning":
+            label += f", at the MACs of {r['matched']}"
         lines.append(
-            f"| {r['network']} | {LABELS[r['method']]} | {lam} | "
+            f"| {r['network']} | {label} | {lam} | "
             f"{r['accuracy_before_finetune']:.2f} | {r['accuracy']:.2f} | {r['params']:,} | "
             f"{r['params_removed_percent']:.1f} | {r['macs']:,} | "
             f"{r['macs_removed_percent']:.1f} | {r['seconds']:.0f} |"
