@@ -226,12 +226,12 @@ class SPRegularizer(nn.Module):
         blocks = self._current_blocks()
         for index, (names, n) in enumerate(self._buckets):
             W = _stack_blocks([blocks[name] for name in names])
-            yield names, n, W, getattr(self, f"M_bucket{index}"), index
+            yield names, n, W, getattr(self, f"M_bucket{index}")
 
     def forward(self) -> Tensor:
         """The scalar penalty; differentiable with respect to the model's parameters."""
         total = None
-        for _, n, W, bound, index in self._bucket_matrices():
+        for index, (_, n, W, bound) in enumerate(self._bucket_matrices()):
             weight = getattr(self, f"weight_bucket{index}")
             term = (self._group_penalty(W, bound) * weight).sum() * n
             total = term if total is None else total + term
@@ -257,7 +257,7 @@ class SPRegularizer(nn.Module):
     def indicators(self) -> dict[str, Tensor]:
         """``{block name: y*}``, each a detached (G_b,) tensor of the minimising indicators."""
         out: dict[str, Tensor] = {}
-        for names, _, W, bound, _ in self._bucket_matrices():
+        for names, _, W, bound in self._bucket_matrices():
             y = _spr_indicator(W, self.alpha, bound)
             sizes = [self.block_shapes_[name][0] for name in names]
             out.update(zip(names, torch.split(y, sizes), strict=True))
