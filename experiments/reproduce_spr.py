@@ -42,6 +42,8 @@ from _common import RESULTS, save_figure, write_atomic
 
 import spr
 from spr import PruneConfig
+from spr._distributed import barrier, is_main
+from spr._pipeline import REFERENCE_FIELDS
 from spr._surgery import CUSTOM_PRUNERS
 
 HERE = Path(__file__).resolve().parent
@@ -58,14 +60,6 @@ PAPER = {
 }
 TOY = dict(train_samples=256, test_samples=256, threshold_samples=128, epochs_reference=1,
            epochs_spr=1, epochs_finetune=1, threshold_tol=0.05, batch_size=64)
-REFERENCE_FIELDS = ("arch", "dataset", "data_root", "train_samples", "epochs_reference",
-                    "batch_size", "lr", "momentum", "weight_decay", "augment", "seed")
-
-
-def is_main() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
-
-
 def log(message: str) -> None:
     if is_main():
         print(message, flush=True)
@@ -115,8 +109,7 @@ def share_reference(config: PruneConfig, folder: Path, done: dict[str, tuple]) -
     source = done.get(key)
     if source is not None and not (folder / "dense").exists() and is_main():
         shutil.copytree(source / "dense", folder / "dense")
-    if dist.is_initialized():
-        dist.barrier()
+    barrier()
     done.setdefault(key, folder)
 
 

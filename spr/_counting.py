@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from spr._groups import group_parts
+
 __all__ = ["Size", "count_macs", "count_params", "measure", "percent_removed"]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -184,8 +186,6 @@ def mac_weights(
     >>> round(w["0"] / w["1"], 6)    # 81 output positions against 16
     5.0625
     """
-    from spr._threshold import group_parts  # late: spr._threshold imports the models' groups
-
     per_layer = macs_by_layer(model, example_inputs)
     modules = dict(model.named_modules())
     per_entry, entries = {}, {}

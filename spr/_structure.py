@@ -14,8 +14,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
-from spr._groups import UserGroups
-from spr._threshold import group_parts
+from spr._groups import UserGroups, group_parts
 
 
 def _check_share(struct_threshold: float) -> float:

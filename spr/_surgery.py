@@ -23,10 +23,8 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
+from spr._groups import _CONVS, _NORMS
 from spr.models import PadShortcut
-
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 class PruningError(ValueError):

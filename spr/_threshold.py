@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from spr._groups import UserGroups, block_source, default_exclude, resolve_exclude, unwrap
+from spr._groups import UserGroups, group_parts
 from spr._training import Batches, evaluate
 
 
@@ -43,30 +43,6 @@ class ThresholdResult:
     @property
     def drop(self) -> float:
         return self.accuracy_dense - self.accuracy
-
-
-def group_parts(
-    model: nn.Module, groups: str | UserGroups = "conv_bn", exclude: Iterable | None = None
-) -> list[tuple[str, tuple[torch.Tensor, ...]]]:
-    """``[(block name, parts)]`` of ``model`` for a grouping, parts being (G, k) views.
-
-    Writing into a part writes the parameter; a part that is a copy (a channels-last weight, a
-    callable grouping that concatenates) would silently lose the writes, so it is refused.
-    """
-    model = unwrap(model)
-    excluded = (
-        default_exclude(model, groups) if exclude is None else resolve_exclude(model, exclude)
-    )
-    blocks = block_source(model, groups, excluded)()
-    for name, parts in blocks:
-        for p in parts:
-            if not (isinstance(p, nn.Parameter) or p._is_view()):
-                raise ValueError(
-                    f"block {name!r}: a group part is a copy, not a view of the parameter, so it "
-                    "cannot be edited in place (channels-last weights: convert the model with "
-                    "memory_format=torch.contiguous_format; a groups callable must return views)"
-                )
-    return blocks
 
 
 def threshold_search(

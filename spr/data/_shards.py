@@ -68,6 +68,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from spr._atomic import fsync_path
 from spr.data._split import ImageSplit
 
 if TYPE_CHECKING:
@@ -103,19 +104,6 @@ class CorruptShardError(ValueError):
     def __init__(self, path: Path, message: str) -> None:
         super().__init__(f"{path}: {message}")
         self.path = Path(path)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # directories cannot be opened on Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _sha256_file(path: Path) -> str:
@@ -293,14 +281,14 @@ class _ShardWriter:
             "shards": self.shards,
         }
         data = _encode_index(header, labels, np.frombuffer(self.offsets, np.int64), shapes)
-        _fsync_dir(self.folder)  # the shards' renames are durable before the index appears
+        fsync_path(self.folder)  # the shards' renames are durable before the index appears
         tmp = self.folder / f".{INDEX_NAME}.{self.gen}.tmp"
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.folder / INDEX_NAME)
-        _fsync_dir(self.folder)
+        fsync_path(self.folder)
         keep = {s["file"] for s in self.shards}
         for p in self.folder.iterdir():  # an earlier version's shards, crashed writes' leftovers
             if (_SHARD_RE.fullmatch(p.name) and p.name not in keep) or _TMP_RE.fullmatch(p.name):

@@ -151,7 +151,7 @@ def test_percent_removed_and_size():
 
 def test_mac_weights_follow_output_positions_and_average_to_one():
     from spr import mac_weights
-    from spr._threshold import group_parts
+    from spr._groups import group_parts
     from spr.models import resnet20
 
     model = resnet20(in_channels=1)

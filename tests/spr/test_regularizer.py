@@ -319,7 +319,7 @@ def test_group_lasso_baseline_matches_a_per_group_loop():
     reg = spr.GroupLassoRegularizer(model, lam=0.7, alpha=0.3)
     ref = spr.SPRegularizer(model, lam=0.7, alpha=0.3)
     total, entries = 0.0, 0
-    from spr._threshold import group_parts
+    from spr._groups import group_parts
 
     for _, parts in group_parts(model):
         W = torch.cat([p.detach().double() for p in parts], dim=1)
@@ -341,7 +341,7 @@ def test_block_weights_scale_each_block_as_a_per_group_loop_says():
     weights = {name: 0.5 + i for i, name in enumerate(spr.SPRegularizer(
         model, lam=1.0, alpha=0.5).block_names_)}
     reg = spr.SPRegularizer(model, lam=0.7, alpha=0.4, block_weights=weights)
-    from spr._threshold import group_parts
+    from spr._groups import group_parts
 
     total, entries = 0.0, 0
     for name, parts in group_parts(model):

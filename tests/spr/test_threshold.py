@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import spr
-from spr._threshold import group_parts
+from spr._groups import group_parts
 from spr.data import digits
 from spr.models import small_cnn
 
