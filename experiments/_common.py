@@ -3,33 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from sklearn.datasets import load_digits
 
+from spr._atomic import write_atomic, write_text_atomic
+
+__all__ = ["RESULTS", "digits_split", "save_figure", "write_atomic", "write_json"]
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def write_atomic(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(temporary path)`` and move the file into place only once it is complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def write_json(path: Path, payload: dict) -> None:
-    text = json.dumps(payload, indent=2)
-    write_atomic(path, lambda tmp: Path(tmp).write_text(text))
+    write_text_atomic(path, json.dumps(payload, indent=2))
 
 
 def save_figure(path: Path, fig) -> None:
