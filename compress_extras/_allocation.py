@@ -86,6 +86,10 @@ class AllocationPlan:
         cost: (L, K) distortion of every (layer, option), ``inf`` where not allowed.
         size: (L, K) bits of every (layer, option).
         solver: ``{"objective", "bound", "gap", "status", "seconds", "method"}``.
+        option_objects: (K,) every option offered; ties: tied layers, as index tuples.
+
+    ``with_budget(budget)`` re-solves the knapsack on the measured ``cost`` and ``size`` for
+    another budget (no re-measurement), e.g. to trace distortion against bits.
 
     ``apply(model)`` writes the dequantized weights into ``model`` in place; ``to_dict()`` is
     JSON-ready (``to_json()`` writes it).
@@ -106,6 +110,8 @@ class AllocationPlan:
     cost: NDArray[np.float64]
     size: NDArray[np.float64]
     solver: dict = field(default_factory=dict)
+    option_objects: tuple[QuantizerOption, ...] = ()
+    ties: tuple[tuple[int, ...], ...] = ()
 
     def distortion_of(self, choice: Sequence[int] | Sequence[str]) -> float:
         """Predicted distortion of another allocation (option indices or names per layer), e.g.
@@ -117,6 +123,17 @@ class AllocationPlan:
         """Total bits of another allocation (option indices or names per layer)."""
         index = [self.option_names.index(k) if isinstance(k, str) else int(k) for k in choice]
         return math.fsum(float(self.size[i, k]) for i, k in enumerate(index))
+
+    def with_budget(self, budget: AverageBits | TotalBits, time_limit: float = 60.0,
+                    mip_gap: float = 1e-6) -> AllocationPlan:
+        """The plan for ``budget`` over the same measured options (module docstring)."""
+        if not isinstance(budget, AverageBits | TotalBits):
+            raise TypeError(f"budget must be AverageBits or TotalBits; got {budget!r}")
+        if len(self.option_objects) != len(self.option_names):
+            raise ValueError("this plan does not carry its options; build it with allocate_bits")
+        return _solve(self.layers, self.option_objects, np.asarray(self.cost),
+                      np.asarray(self.size), list(self.layer_weights), self.ties, budget,
+                      self.sensitivity, time_limit, mip_gap)
 
     @torch.no_grad()
     def apply(self, model: nn.Module) -> nn.Module:
@@ -344,8 +361,6 @@ def allocate_bits(
     >>> plan.layers, plan.total_bits <= plan.budget_bits, plan.solver["status"]
     (('0', '2'), True, 'optimal')
     """
-    import mip
-
     if sensitivity not in SENSITIVITIES:
         raise ValueError(f"sensitivity must be one of {SENSITIVITIES}; got {sensitivity!r}")
     if not isinstance(budget, AverageBits | TotalBits):
@@ -433,8 +448,20 @@ def allocate_bits(
         k = names.index(option_name)
         available[:, k] = [name in set(where) for name in layer_names]
     n_weights = [int(W.numel()) for W in weights]
+    masked = np.where(available, cost, np.inf)
+    return _solve(layer_names, options, masked, size, n_weights, tuple(tie_sets), budget,
+                  sensitivity, time_limit, mip_gap)
+
+
+def _solve(layer_names, options, cost, size, n_weights, ties, budget, sensitivity, time_limit,
+           mip_gap) -> AllocationPlan:
+    """The knapsack over measured ``cost`` (inf: not allowed) and ``size``, as a plan."""
+    import mip
+
+    names = tuple(option.name for option in options)
     budget_bits = budget.total(sum(n_weights))
-    problem = mip.KnapsackProblem(cost, size, budget_bits, available=available, ties=tie_sets)
+    problem = mip.KnapsackProblem(np.where(np.isfinite(cost), cost, 0.0), size, budget_bits,
+                                  available=np.isfinite(cost), ties=list(ties))
     try:
         problem.check_budgets()
     except ValueError:
@@ -447,8 +474,8 @@ def allocate_bits(
     choice = result.choice.tolist()
     layer_bits = tuple(float(size[i, k]) for i, k in enumerate(choice))
     layer_distortion = tuple(float(cost[i, k]) for i, k in enumerate(choice))
-    masked = np.where(available, cost, np.inf)
-    masked.setflags(write=False)
+    cost, size = cost.copy(), size.copy()
+    cost.setflags(write=False)
     size.setflags(write=False)
     return AllocationPlan(
         layers=tuple(layer_names), options=tuple(names[k] for k in choice),
@@ -456,9 +483,10 @@ def allocate_bits(
         layer_weights=tuple(n_weights), layer_distortion=layer_distortion,
         total_bits=result.size_used, average_bits=result.size_used / sum(n_weights),
         budget_bits=budget_bits, predicted_distortion=result.objective, sensitivity=sensitivity,
-        option_names=names, cost=masked, size=size,
+        option_names=names, cost=cost, size=size,
         solver={"objective": result.objective, "bound": result.bound, "gap": result.gap,
                 "status": result.status, "seconds": result.seconds, "method": result.method},
+        option_objects=tuple(options), ties=ties,
     )
 
 

@@ -1,0 +1,31 @@
+"""The language-model side of the ICQuant experiments: offline models, text, perplexity.
+
+Public API:
+    load_smollm2          SmolLM2-135M-Instruct (GGUF Q4_1 -> float) and its tokenizer
+    load_minilm           all-MiniLM-L6-v2 (float32 BERT encoder) and its tokenizer
+    linear_layers         a model's nn.Linear names, tied heads left out
+    austen_novels         Jane Austen's six novels as text (R package janeaustenr's data)
+    AUSTEN_NOVELS         their names
+    read_lazyload         reader of R lazy-load databases (.rdb/.rdx)
+    fixed_windows         the fixed, evenly spread token windows every method is scored on
+    perplexity            exp(mean next-token NLL) of a causal LM over those windows
+    find_data             where data/<name> is (root=, $SPR_DATA, the repository's data/)
+"""
+
+from compress_extras.llm._austen import AUSTEN_NOVELS, austen_novels
+from compress_extras.llm._files import find_data
+from compress_extras.llm._models import linear_layers, load_minilm, load_smollm2
+from compress_extras.llm._perplexity import fixed_windows, perplexity
+from compress_extras.llm._rdata import read_lazyload
+
+__all__ = [
+    "AUSTEN_NOVELS",
+    "austen_novels",
+    "find_data",
+    "fixed_windows",
+    "linear_layers",
+    "load_minilm",
+    "load_smollm2",
+    "perplexity",
+    "read_lazyload",
+]

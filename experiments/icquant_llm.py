@@ -1,0 +1,241 @@
+"""ICQuant on real language models: SmolLM2-135M perplexity on a held-out Austen novel, and
+per-layer weight error on all-MiniLM-L6-v2.
+
+Every nn.Linear of SmolLM2 but the tied ``lm_head`` (210 layers, 106M weights) is quantized by
+each method, the model is scored on the same fixed windows of *Persuasion* (tokens the model is
+not calibrated on), and the weights are restored. Methods:
+
+- as shipped (the GGUF Q4_1 weights, 4 bits + a float16 scale and minimum per 32 = 5 bpw);
+- plain min-max RTN and Lloyd (k-means) at 2, 3 and 4 bits, per output channel and per group
+  of 128 consecutive weights;
+- ICQuant (5% outliers per row, index-coded) with RTN and with Lloyd at 2 and 3 bits;
+- ICQuant with a bit-allocation plan: every layer picks (b in {2,3,4}) x (gamma in {0, 5%}) under
+  an average of 2.3 and 3.3 bits per weight, distortion measured as the output error on
+  calibration windows of *Emma* (:func:`compress_extras.icquant.icquant_model`).
+
+Bits per weight are counted from the encoded bytes of every layer (codes, index streams,
+metadata, headers), over the quantized layers' weights. MiniLM: the relative weight error
+``||W_hat - W||^2 / ||W - mean||^2`` of every Linear for the same quantizers.
+
+    python experiments/icquant_llm.py [--windows 24] [--window 256] [--threads 2] [--toy]
+
+Writes ``experiments/results/icquant_llm.json`` and ``icquant_llm.png``; prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+from _common import RESULTS, save_figure, write_json
+from tqdm import tqdm
+
+from compress_extras import AverageBits
+from compress_extras.icquant import ICQuantOption, icquant_model
+from compress_extras.llm import (
+    austen_novels,
+    fixed_windows,
+    linear_layers,
+    load_minilm,
+    load_smollm2,
+    perplexity,
+)
+
+Q4_1_BITS = 4 + 2 * 16 / 32  # GGUF Q4_1: 4-bit codes, a float16 scale and minimum per 32
+
+
+def plain(b: int, quantizer: str, group: int | None = None) -> ICQuantOption:
+    return ICQuantOption(b, 0.0, quantizer, group)
+
+
+def methods(toy: bool) -> list[tuple[str, str, ICQuantOption | None, float | None]]:
+    """(label, family, uniform option or None, allocation budget or None)."""
+    rows: list[tuple[str, str, ICQuantOption | None, float | None]] = []
+    for q in ("rtn",) if toy else ("rtn", "lloyd"):
+        for b in (2, 3) if toy else (2, 3, 4):
+            rows.append((f"{q.upper()} {b}-bit per channel", f"{q} per channel", plain(b, q),
+                         None))
+            if not toy:
+                rows.append((f"{q.upper()} {b}-bit per group 128", f"{q} g128",
+                             plain(b, q, 128), None))
+    for q in ("rtn", "lloyd"):
+        for b, ratio in ((2, 0.05),) if toy else ((2, 0.05), (3, 0.05), (2, 0.1)):
+            rows.append((f"ICQuant-{q.upper()} {b}-bit + {100 * ratio:g}% outliers",
+                         f"icquant {q}", ICQuantOption(b, ratio, q), None))
+    for budget in (2.3, 3.3):
+        rows.append((f"ICQuant plan, {budget} bits average", "icquant plan", None, budget))
+    return rows
+
+
+@torch.no_grad()
+def apply_uniform(model, names, option) -> tuple[float, int]:
+    """Write ``option``'s reconstruction into every layer; (total bits, total weights)."""
+    bits, weights = 0.0, 0
+    for name in tqdm(names, desc=option.name, leave=False):
+        W = model.get_submodule(name).weight
+        coded = option.code(W)
+        W.copy_(coded.dequantize(dtype=W.dtype))
+        bits += 8.0 * coded.stored_bytes
+        weights += W.numel()
+    return bits, weights
+
+
+def smollm2_rows(args) -> tuple[list[dict], dict]:
+    model, tokenizer = load_smollm2()
+    names = linear_layers(model)[: args.max_layers]
+    originals = {n: model.get_submodule(n).weight.detach().clone() for n in names}
+    novels = austen_novels()
+    held_out = torch.tensor(tokenizer(novels[args.held_out]).input_ids)
+    calib_ids = torch.tensor(tokenizer(novels[args.calibration]).input_ids)
+    windows = fixed_windows(held_out, args.window, args.windows)
+    calibration = fixed_windows(calib_ids, args.window, args.calibration_windows)
+    setup = {"model": "SmolLM2-135M-Instruct (GGUF Q4_1, dequantized)", "layers": len(names),
+             "layer_names": "all Linear but the tied lm_head" if args.max_layers is None
+             else f"the first {len(names)} Linear layers",
+             "weights": sum(W.numel() for W in originals.values()),
+             "held_out": args.held_out, "held_out_tokens": held_out.numel(),
+             "windows": args.windows, "window": args.window,
+             "calibration": args.calibration, "calibration_windows": args.calibration_windows}
+
+    def restore() -> None:
+        for n in names:
+            model.get_submodule(n).weight.data.copy_(originals[n])
+
+    rows, plan = [], None
+    start = time.perf_counter()
+    ppl = perplexity(model, windows)
+    rows.append({"method": "as shipped (Q4_1)", "family": "shipped", "bits_per_weight": Q4_1_BITS,
+                 "perplexity": ppl, "seconds": time.perf_counter() - start})
+    print(f"{'as shipped (Q4_1)':44s} {Q4_1_BITS:6.3f} bpw  perplexity {ppl:8.3f}", flush=True)
+    for label, family, option, budget in methods(args.toy):
+        start = time.perf_counter()
+        row = {"method": label, "family": family}
+        if option is not None:
+            bits, weights = apply_uniform(model, names, option)
+            row.update(option=option.name, bits_per_weight=bits / weights)
+        else:  # the options are measured once; the second budget re-solves the knapsack
+            if plan is None:
+                plan = icquant_model(model, budget, bits=(2, 3, 4), outlier_ratios=(0.0, 0.05),
+                                     quantizer=args.plan_quantizer, layers=names,
+                                     calibration=calibration, sensitivity="output")
+            else:
+                plan = plan.with_budget(AverageBits(budget))
+                plan.apply(model)
+            chosen = {}
+            for o in plan.options:
+                chosen[o] = chosen.get(o, 0) + 1
+            row.update(budget=budget, bits_per_weight=plan.average_bits, options=chosen,
+                       solver={k: plan.solver.get(k) for k in ("status", "gap", "seconds")})
+        row["perplexity"] = perplexity(model, windows)
+        row["seconds"] = time.perf_counter() - start
+        rows.append(row)
+        print(f"{label:44s} {row['bits_per_weight']:6.3f} bpw  perplexity "
+              f"{row['perplexity']:8.3f}", flush=True)
+        restore()
+    return rows, setup
+
+
+@torch.no_grad()
+def minilm_rows(args) -> list[dict]:
+    model, _ = load_minilm()
+    names = linear_layers(model)
+    options = [plain(2, "rtn"), plain(3, "rtn"), plain(4, "rtn"), plain(2, "lloyd"),
+               plain(3, "lloyd"), ICQuantOption(2, 0.05, "rtn"), ICQuantOption(3, 0.05, "rtn"),
+               ICQuantOption(2, 0.05, "lloyd")]
+    rows = []
+    for name in tqdm(names, desc="MiniLM layers", leave=False):
+        W = model.get_submodule(name).weight.detach()
+        energy = float(((W - W.mean(dim=1, keepdim=True)) ** 2).sum())
+        for option in options:
+            coded = option.code(W)
+            error = float(((coded.dequantize() - W) ** 2).sum())
+            rows.append({"layer": name, "shape": list(W.shape), "option": option.name,
+                         "relative_mse": error / energy,
+                         "bits_per_weight": coded.bits_per_weight,
+                         "index_bits_per_weight": coded.index_bits_per_weight})
+    return rows
+
+
+def minilm_summary(rows: list[dict]) -> list[dict]:
+    summary = {}
+    for r in rows:
+        s = summary.setdefault(r["option"], {"option": r["option"], "layers": 0, "mse": 0.0,
+                                             "bits": 0.0})
+        s["layers"] += 1
+        s["mse"] += r["relative_mse"]
+        s["bits"] += r["bits_per_weight"]
+    return [{"option": s["option"], "mean_relative_mse": s["mse"] / s["layers"],
+             "mean_bits_per_weight": s["bits"] / s["layers"], "layers": s["layers"]}
+            for s in summary.values()]
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    markers = {"rtn per channel": "o", "rtn g128": "s", "lloyd per channel": "^",
+               "lloyd g128": "v", "icquant rtn": "D", "icquant lloyd": "P",
+               "icquant plan": "*", "shipped": "X"}
+    for family, marker in markers.items():
+        pts = sorted((r["bits_per_weight"], r["perplexity"]) for r in rows
+                     if r["family"] == family)
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker=marker, label=family,
+                    linestyle="-" if len(pts) > 1 else "none", markersize=8)
+    ax.set_xlabel("bits per weight (counted from the encoded bytes)")
+    ax.set_ylabel("perplexity on held-out windows (log)")
+    ax.set_yscale("log")
+    ax.set_title("SmolLM2-135M: perplexity against bits per weight")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(path, fig)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--windows", type=int, default=24)
+    parser.add_argument("--window", type=int, default=256)
+    parser.add_argument("--calibration-windows", type=int, default=8)
+    parser.add_argument("--held-out", default="persuasion")
+    parser.add_argument("--calibration", default="emma")
+    parser.add_argument("--plan-quantizer", default="lloyd", choices=("rtn", "lloyd"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-layers", type=int, default=None,
+                        help="quantize only the first this many Linear layers")
+    parser.add_argument("--toy", action="store_true",
+                        help="2 windows of 32 tokens, the first 7 layers, fewer methods, no "
+                        "MiniLM: a smoke run")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.toy:
+        args.windows, args.window, args.calibration_windows, args.max_layers = 2, 32, 1, 7
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    rows, setup = smollm2_rows(args)
+    minilm = [] if args.toy else minilm_rows(args)
+    summary = minilm_summary(minilm)
+    name = "icquant_llm_toy" if args.toy else "icquant_llm"
+    write_json(args.out / f"{name}.json", {
+        "setup": {**setup, "device": "cpu", "threads": args.threads, "torch": torch.__version__,
+                  "machine": platform.processor() or platform.machine(), "toy": args.toy,
+                  "plan_quantizer": args.plan_quantizer},
+        "smollm2": rows, "minilm": minilm, "minilm_summary": summary})
+    plot(rows, args.out / f"{name}.png")
+
+    print("\n| method | bits/weight | perplexity |\n|---|---:|---:|")
+    for r in rows:
+        print(f"| {r['method']} | {r['bits_per_weight']:.3f} | {r['perplexity']:.2f} |")
+    if summary:
+        print("\n| MiniLM option | mean bits/weight | mean relative weight MSE |\n|---|---:|---:|")
+        for s in summary:
+            print(f"| {s['option']} | {s['mean_bits_per_weight']:.3f} | "
+                  f"{s['mean_relative_mse']:.4f} |")
+
+
+if __name__ == "__main__":
+    main()
