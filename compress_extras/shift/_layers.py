@@ -88,6 +88,13 @@ class _ShiftWeight(nn.Module):
         return sign, p, nz
 
     @torch.no_grad()
+    def _copy_from(self, module: nn.Module, scale: str):
+        """Project ``module``'s weight to the nearest level and copy its bias; returns self."""
+        self.load_weight(module.weight, scale)
+        if module.bias is not None:
+            self.bias.data.copy_(module.bias.detach())
+        return self
+
     def load_weight(self, W: Tensor, scale: str = "mse", magnitude: float | None = None) -> None:
         """Project ``W`` (weight_shape) to the nearest level with a fitted scale (``"mse"`` or
         ``"max"``, see :func:`fit_scale`) and set the latents to reproduce it, each of magnitude
@@ -149,10 +156,7 @@ class DenseShiftLinear(_ShiftWeight):
         """A shift copy of ``module`` with its weights projected to the nearest level."""
         new = cls(module.in_features, module.out_features, module.bias is not None, bits,
                   zero_code).to(module.weight.device)
-        new.load_weight(module.weight, scale)
-        if module.bias is not None:
-            new.bias.data.copy_(module.bias.detach())
-        return new
+        return new._copy_from(module, scale)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -191,10 +195,7 @@ class DenseShiftConv2d(_ShiftWeight):
         new = cls(module.in_channels, module.out_channels, module.kernel_size, module.stride,
                   module.padding, module.dilation, module.groups, module.bias is not None, bits,
                   zero_code).to(module.weight.device)
-        new.load_weight(module.weight, scale)
-        if module.bias is not None:
-            new.bias.data.copy_(module.bias.detach())
-        return new
+        return new._copy_from(module, scale)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
