@@ -5,6 +5,8 @@ Public API:
     LayerProblem                    the layer-wise input-group selection MIP (sufficient statistics)
     layer_model                     that MIP as a Pyomo model (to print, inspect, or hand to SCIP)
     solve_exact                     outer approximation, HiGHS MILP masters: optimum, bound, gap
+    solve_branch_and_bound          branch and bound over supports (leaps and bounds): exact, no
+                                    MILP solver, fast where the relaxations are weak
     solve_brute_force               enumeration of supports (the oracle for tiny instances)
     solve_scip                      the MIQP solved by SCIP (needs pyscipopt)
     fit_support                     best weights for a fixed support (box-constrained ridge LS)
@@ -32,6 +34,7 @@ _LAZY = {
     "fit_support": "mip._support_fit",
     "perspective_lp_relaxation": "mip._relaxations",
     "perspective_relaxation": "mip._relaxations",
+    "solve_branch_and_bound": "mip._branch_and_bound",
     "solve_brute_force": "mip._brute_force",
     "solve_exact": "mip._outer_approximation",
     "solve_knapsack": "mip._knapsack",
@@ -50,6 +53,7 @@ __all__ = [
     "layer_model",
     "perspective_lp_relaxation",
     "perspective_relaxation",
+    "solve_branch_and_bound",
     "solve_brute_force",
     "solve_exact",
     "solve_knapsack",

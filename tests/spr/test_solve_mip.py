@@ -36,12 +36,14 @@ def random_layer(rng: np.random.Generator, index: int):
 INDICES = list(range(20))
 
 
+@pytest.mark.parametrize("method", ["branch_and_bound", "outer_approximation"])
 @pytest.mark.parametrize("index", INDICES)
-def test_optimal_equals_brute_force_with_certificate(index):
+def test_optimal_equals_brute_force_with_certificate(index, method):
     rng = np.random.default_rng(index)
     layer, X, max_keep = random_layer(rng, index)
     sol = spr.solve_mip(layer, X, lam=float(rng.uniform(0.02, 0.3)), alpha=0.5,
-                        max_keep=max_keep, time_limit=900.0)  # finish even on a loaded machine
+                        max_keep=max_keep, time_limit=900.0,  # finish even on a loaded machine
+                        method=method)
     oracle = mip.solve_brute_force(sol.problem)
     assert sol.status == "optimal"
     assert sol.objective == pytest.approx(oracle.objective, rel=1e-6)
@@ -129,6 +131,7 @@ def test_budget_and_default_M():
         (lambda: (nn.Linear(4, 2), torch.randn(8, 4)), {"alpha": 1.5}, "alpha"),
         (lambda: (nn.Linear(4, 2), torch.randn(8, 4)), {"M": -1.0}, "M must be"),
         (lambda: (nn.Linear(4, 2), torch.randn(8, 4)), {"relaxations": ("sdp",)}, "unknown"),
+        (lambda: (nn.Linear(4, 2), torch.randn(8, 4)), {"method": "gurobi"}, "method"),
         (lambda: (nn.Linear(4, 2), torch.randn(0, 4)), {}, "non-empty"),
     ],
 )
