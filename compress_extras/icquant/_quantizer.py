@@ -301,7 +301,8 @@ class ICQuantized:
         modes = {v: m for m, v in MODES.items()}
         numel = int(np.prod(shape)) if shape else 0
         if (mode_id not in modes or quantizer not in QUANTIZERS or not 1 <= bits <= 8
-                or not hasattr(torch, dtype) or n == 0 or numel % n or k > n):
+                or not isinstance(getattr(torch, dtype, None), torch.dtype) or n == 0
+                or numel % n or k > n):
             raise CorruptStreamError("ICQuant stream header is inconsistent")
         rows, mode = numel // n, modes[mode_id]
         codes = r.blob()

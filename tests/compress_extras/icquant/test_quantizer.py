@@ -154,6 +154,11 @@ def test_truncated_and_corrupted_streams_are_refused():
             ICQuantized.from_bytes(bytes(flipped))
     with pytest.raises(CorruptStreamError, match="magic"):
         ICQuantized.from_bytes(b"PK\x03\x04" + data[4:])
+    coded = ICQuantizer(2, 0.05).quantize(student_t(2, 64))
+    for field, value in (("dtype", "Tensor"), ("quantizer", "gptq"), ("bits", 9)):
+        forged = dataclasses.replace(coded, **{field: value}).to_bytes()  # a valid CRC
+        with pytest.raises(CorruptStreamError, match="header"):
+            ICQuantized.from_bytes(forged)
 
 
 def test_a_forged_index_with_a_valid_checksum_is_still_refused():
