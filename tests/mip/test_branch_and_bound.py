@@ -9,8 +9,8 @@ import pytest
 
 import mip
 from mip._branch_and_bound import ridge_value
-from tests.mip.test_exact import CASES, check_certificate
 from tests.mip.instances import random_problem
+from tests.mip.test_exact import CASES, check_certificate
 
 MORE = [  # (n_groups, group_size, n_out, max_keep, budget): wider, and uncorrelated
     (10, 1, 3, 4, False), (10, 2, 2, None, True), (11, 1, 2, 6, True), (12, 1, 1, 3, False),
