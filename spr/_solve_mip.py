@@ -221,7 +221,9 @@ def solve_mip(
         method: the exact solver: ``"branch_and_bound"`` (:func:`mip.solve_branch_and_bound`,
             branch and bound over supports with ridge bounds) or ``"outer_approximation"``
             (:func:`mip.solve_exact`, HiGHS MILP masters with perspective cuts). Both prove the
-            same optimum; the first is faster on every instance of ``experiments/bench_mip.py``.
+            same optimum; the first was faster on all but one instance of
+            ``experiments/bench_mip.py`` (a tie at 0.18 s) and proved instances the other and
+            SCIP leave open.
 
     Example:
         >>> _ = torch.manual_seed(0)
