@@ -11,23 +11,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call ``write(temporary path)`` beside ``path``, flush it to disk and rename it into place,
-    so ``path`` is either the old file or the complete new one. The file gets the usual
-    permissions (``0o666`` less the umask), not ``mkstemp``'s private ``0o600``."""
+    so ``path`` is either the old file or the complete new one. The temporary file is created
+    with mode ``0o666`` (less the umask, applied by the system), so the result gets the usual
+    permissions, not ``mkstemp``'s private ``0o600``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
         fsync_path(Path(tmp))
         os.replace(tmp, path)
     finally:
