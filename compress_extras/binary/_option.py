@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from compress_extras._modules import replace_module
 from compress_extras.binary._layers import BinaryConv2d, BinaryLinear
 from compress_extras.binary._quantizers import sign_pm1
 
@@ -126,9 +127,7 @@ def binarize(
             names = list(layers)
         centers = {}
     for name in names:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
         new = _to_binary(model.get_submodule(name), binary_input, move,
                          centers.get(name, center), init_bias)
-        setattr(parent, child, new)
+        replace_module(model, name, new)
     return model

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from compress_extras._modules import replace_module
 from compress_extras.shift._layers import DenseShiftConv2d, DenseShiftLinear, _ShiftWeight
 from compress_extras.shift._levels import check_bits
 
@@ -130,9 +131,7 @@ def to_denseshift(model: nn.Module, bits: int = 3, plan=None, *, zero_code: bool
             new = cls.from_float(module, width, zc, scale)
         else:
             new = _fresh_like(module, width, zc)
-        parent_name, _, child = name.rpartition(".")
-        parent = target.get_submodule(parent_name) if parent_name else target
-        setattr(parent, child, new)
+        replace_module(target, name, new)
     return target
 
 
