@@ -31,6 +31,7 @@ True
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -93,12 +94,19 @@ def gaps(mask: NDArray[np.bool_]) -> tuple[NDArray[np.int64], NDArray[np.int64]]
     return cols - previous - 1, rows
 
 
-def code_counts(mask: NDArray[np.bool_], B: int) -> NDArray[np.int64]:
-    """Codes each row needs at width ``B``: sum over its outliers of ``gap // (2^B-1) + 1``."""
-    _check_index_bits(B)
+def code_counts(mask: NDArray[np.bool_], widths: Sequence[int]) -> NDArray[np.int64]:
+    """Codes each row needs at each width B in ``widths``: (len(widths), rows), the sum over a
+    row's outliers of ``gap // (2^B - 1) + 1`` (the gaps are found once for all widths).
+
+    >>> code_counts(np.array([[0, 0, 0, 0, 1], [1, 0, 0, 0, 0]], dtype=bool), [1, 2]).tolist()
+    [[5, 1], [2, 1]]
+    """
+    for B in widths:
+        _check_index_bits(B)
     g, rows = gaps(mask)
-    per_outlier = g // (2**B - 1) + 1
-    return np.bincount(rows, weights=per_outlier, minlength=np.shape(mask)[0]).astype(np.int64)
+    return np.stack([
+        np.bincount(rows, weights=g // (2**B - 1) + 1, minlength=np.shape(mask)[0])
+        for B in widths]).astype(np.int64)
 
 
 def gap_codes(mask: NDArray[np.bool_], B: int) -> NDArray[np.int64]:

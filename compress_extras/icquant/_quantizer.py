@@ -39,10 +39,10 @@ from compress_extras._bitpack import pack_bits, packed_size, unpack_bits, unpack
 from compress_extras.icquant._format import MAGIC, VERSION, CorruptStreamError, Reader, Writer
 from compress_extras.icquant._index import (
     MAX_INDEX_BITS,
+    code_counts,
     decode_gap_codes,
     decode_gap_codes_torch,
     gap_codes,
-    gaps,
 )
 from compress_extras.icquant._scalar import QUANTIZERS
 
@@ -142,10 +142,7 @@ def _index_streams(mask: NDArray[np.bool_], k: int, index_bits: int | str):
     if isinstance(index_bits, int):
         widths, mode = np.full(rows, index_bits, dtype=np.uint8), "matrix"
     else:
-        g, row = gaps(mask)
-        counts = np.stack([np.bincount(row, weights=g // (2**B - 1) + 1, minlength=rows)
-                           for B in SEARCH_WIDTHS])  # (widths, blocks) codes needed
-        bits = counts * np.array(SEARCH_WIDTHS)[:, None]
+        bits = code_counts(mask, SEARCH_WIDTHS) * np.array(SEARCH_WIDTHS)[:, None]
         matrix_B = SEARCH_WIDTHS[int(bits.sum(axis=1).argmin())]
         row_B = np.array(SEARCH_WIDTHS)[bits.argmin(axis=0)]
         matrix_size = packed_size(bits.sum(axis=1).min(), 1)
