@@ -4,6 +4,9 @@ Public API:
     spr_penalty, spr_indicator      the closed-form perspective penalty and its minimising y
     LayerProblem                    the layer-wise input-group selection MIP (sufficient statistics)
     layer_model                     that MIP as a Pyomo model (to print, inspect, or hand to SCIP)
+    solve_layer                     the layer MIP at any width: local search, perspective bound,
+                                    branch and bound; proven or certified (bound and gap)
+    keep_curve, KeepCurve           solve_layer for every number of kept groups k
     solve_exact                     outer approximation, HiGHS MILP masters: optimum, bound, gap
     solve_branch_and_bound          branch and bound over supports (leaps and bounds): exact, no
                                     MILP solver, fast where the relaxations are weak
@@ -24,6 +27,7 @@ import importlib
 from mip._closed_form import spr_indicator, spr_penalty
 
 _LAZY = {
+    "KeepCurve": "mip._keep_curve",
     "KnapsackProblem": "mip._knapsack",
     "KnapsackResult": "mip._knapsack",
     "LayerProblem": "mip._problem",
@@ -32,17 +36,20 @@ _LAZY = {
     "Relaxation": "mip._relaxations",
     "big_m_relaxation": "mip._relaxations",
     "fit_support": "mip._support_fit",
+    "keep_curve": "mip._keep_curve",
     "perspective_lp_relaxation": "mip._relaxations",
     "perspective_relaxation": "mip._relaxations",
     "solve_branch_and_bound": "mip._branch_and_bound",
     "solve_brute_force": "mip._brute_force",
     "solve_exact": "mip._outer_approximation",
     "solve_knapsack": "mip._knapsack",
+    "solve_layer": "mip._solve_layer",
     "solve_knapsack_lagrangian": "mip._lagrangian",
     "solve_scip": "mip._scip",
 }
 
 __all__ = [
+    "KeepCurve",
     "KnapsackProblem",
     "KnapsackResult",
     "LayerProblem",
@@ -50,6 +57,7 @@ __all__ = [
     "Relaxation",
     "big_m_relaxation",
     "fit_support",
+    "keep_curve",
     "layer_model",
     "perspective_lp_relaxation",
     "perspective_relaxation",
@@ -58,6 +66,7 @@ __all__ = [
     "solve_exact",
     "solve_knapsack",
     "solve_knapsack_lagrangian",
+    "solve_layer",
     "solve_scip",
     "spr_indicator",
     "spr_penalty",

@@ -16,7 +16,13 @@ covers satisfies ``IN subset T subset U = IN + FREE``, hence::
 
     objective(T) >= r(U) + lam*(1-alpha)*|IN|        (the node's bound)
 
-and the node is pruned when that bound reaches the incumbent within ``mip_gap``. Otherwise its
+and the node is pruned when that bound reaches the incumbent within ``mip_gap``. When the ridge
+bound does not prune, the node's perspective bound (:func:`mip._perspective_bound.
+perspective_bound`: the perspective relaxation with the node's fixings, what is left of the
+cardinality and the budget, a few warm-started first-order steps, valid wherever they stop) is
+tried as well; a node keeps the larger of the two and never less than its parent's. After 30
+tries the perspective bound is only used while it prunes at least one node in five (it costs tens
+of ridge bounds, and with a binding cardinality and a small ridge it is often weak). Otherwise its
 largest support U is fitted exactly (box-constrained, :func:`mip.fit_support`) when it is
 feasible, and the node branches on one free group: dropped (explored first), then kept (skipped if
 the cardinality would be exceeded). The cardinality and budget constraints are only checked on the
@@ -38,6 +44,8 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
+from mip._local_search import removal_costs_of_all
+from mip._perspective_bound import largest_eigenvalue, perspective_bound
 from mip._problem import LayerProblem
 from mip._result import MIPResult, relative_gap
 from mip._support_fit import fit_support
@@ -68,11 +76,20 @@ def solve_branch_and_bound(
     time_limit: float = 60.0,
     mip_gap: float = 1e-4,
     progress: bool = False,
+    *,
+    incumbent: NDArray[np.bool_] | None = None,
+    root_bound: float = -np.inf,
+    node_iterations: int = 40,
+    deadline: float | None = None,
 ) -> MIPResult:
     """Solve ``problem`` to relative gap ``mip_gap`` (or until ``time_limit`` seconds).
 
     Returns a :class:`mip.MIPResult` (``iterations``: nodes explored; ``history``: the bounds each
-    time the incumbent improves and every 5,000 nodes).
+    time the incumbent improves and every 5,000 nodes). ``incumbent``: a feasible support to start
+    from (e.g. :func:`mip.solve_layer`'s local search); ``root_bound``: a lower bound already
+    proven (the result's bound is never below it); ``node_iterations``: first-order steps of the
+    perspective bound per node (0: ridge bounds only); ``deadline``: a ``time.perf_counter()``
+    value that overrides ``time_limit``.
 
     >>> rng = np.random.default_rng(0)
     >>> X = rng.standard_normal((60, 6)); W0 = rng.standard_normal((2, 6))
@@ -85,6 +102,7 @@ def solve_branch_and_bound(
     if not (mip_gap >= 0 and time_limit > 0):
         raise ValueError(f"need mip_gap >= 0 and time_limit > 0; got {mip_gap}, {time_limit}")
     start = time.perf_counter()
+    deadline = start + time_limit if deadline is None else deadline
     n = problem.n_groups
     per_group = problem.lam * (1 - problem.alpha)
     limit = n if problem.max_keep is None else min(problem.max_keep, n)
@@ -102,23 +120,20 @@ def solve_branch_and_bound(
             best[:] = [value, keep.copy(), W]
             record()
 
-    full = np.ones(n, bool)
-    base = ridge_value(problem, full)
-    loss_if_dropped = []
-    for j in range(n):
-        without = full.copy()
-        without[j] = False
-        loss_if_dropped.append(ridge_value(problem, without) - base)
+    # branching order: the ridge value each group loses when it alone is dropped from the full
+    # support, from one inverse (the greedy elimination's removal costs)
+    loss_if_dropped = removal_costs_of_all(problem)
     order = tuple(int(j) for j in np.argsort(loss_if_dropped, kind="stable"))
 
-    # a node: (kept groups, free groups in branching order, a lower bound, whether that bound is
-    # the node's own: a "keep j" child has its parent's union, so its bound and fit are known)
-    stack: list[tuple[NDArray[np.bool_], tuple[int, ...], float, bool]] = [
-        (np.zeros(n, bool), order, -np.inf, False)]
+    # a node: (kept groups, free groups in branching order, a lower bound inherited from its
+    # parent, the ridge value of its union if known (a "keep j" child has its parent's union, so
+    # its ridge value and fit are known), a warm start for its perspective bound)
+    Node = tuple[NDArray[np.bool_], tuple[int, ...], float, float | None, NDArray | None]
+    stack: list[Node] = [(np.zeros(n, bool), order, root_bound, None, None)]
     pruned_bound, nodes, history = np.inf, 0, []
 
     def lower() -> float:
-        open_bound = min((b for _, _, b, _ in stack), default=np.inf)
+        open_bound = min((node[2] for node in stack), default=np.inf)
         return min(best[0], pruned_bound, open_bound)
 
     def record() -> None:
@@ -126,19 +141,37 @@ def solve_branch_and_bound(
                         "seconds": time.perf_counter() - start})
 
     fit(np.zeros(n, bool))  # always feasible: the first incumbent
+    if incumbent is not None:
+        fit(np.asarray(incumbent, dtype=bool))
+    lipschitz = largest_eigenvalue(problem.gram) if node_iterations > 0 else 0.0
+    tried = pruned_by_perspective = 0  # the perspective bound is kept only while it prunes
     bar = tqdm(desc="branch and bound", unit=" nodes", disable=not progress, leave=False)
     status = "optimal"
     while stack:
-        if time.perf_counter() - start > time_limit:
+        if time.perf_counter() > deadline:
             status = "time_limit"
             break
-        kept, free, bound, known = stack.pop()
+        kept, free, bound, ridge, start_W = stack.pop()
         nodes += 1
         union = kept.copy()
         union[list(free)] = True
+        threshold = best[0] - mip_gap * abs(best[0])
+        known = ridge is not None
         if not known:
-            bound = ridge_value(problem, union) + per_group * int(kept.sum())
-        if bound >= best[0] - mip_gap * abs(best[0]):
+            ridge = ridge_value(problem, union)
+        bound = max(bound, ridge + per_group * int(kept.sum()))
+        child_start = None
+        useful = tried < 30 or pruned_by_perspective >= 0.2 * tried
+        if bound < threshold and node_iterations > 0 and free and useful:
+            tried += 1
+            node = perspective_bound(
+                problem, fixed_in=kept, fixed_out=~union, start=start_W,
+                iterations=node_iterations, deadline=deadline, lipschitz=lipschitz,
+                target=threshold)
+            bound = max(bound, node.value)
+            pruned_by_perspective += bound >= threshold
+            child_start = node.weight
+        if bound >= threshold:
             pruned_bound = min(pruned_bound, bound)
             continue
         if not known and int(union.sum()) <= limit:
@@ -148,8 +181,8 @@ def solve_branch_and_bound(
             if int(kept.sum()) < limit:
                 with_j = kept.copy()
                 with_j[j] = True
-                stack.append((with_j, rest, bound + per_group, True))
-            stack.append((kept, rest, bound, False))  # dropping j is explored first
+                stack.append((with_j, rest, bound, ridge, child_start))
+            stack.append((kept, rest, bound, None, child_start))  # dropping j is explored first
         if nodes % 5000 == 0:
             record()
             bar.update(5000)

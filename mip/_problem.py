@@ -19,6 +19,7 @@ Factorisation used by every solver: with ``gram = Q diag(l) Q^T`` (eigenvalues b
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -80,8 +81,13 @@ class LayerProblem:
         if k < 1 or d % k:
             raise ValueError(f"group_size must divide d = {d}; got {self.group_size}")
         n_groups = d // k
-        if self.max_keep is not None and int(self.max_keep) < 0:
-            raise ValueError(f"max_keep must be >= 0 (or None for no limit); got {self.max_keep}")
+        if self.max_keep is not None and (
+            isinstance(self.max_keep, bool) or not isinstance(self.max_keep, numbers.Integral)
+            or self.max_keep < 0
+        ):
+            raise ValueError(
+                f"max_keep must be an int >= 0 (or None for no limit); got {self.max_keep!r}"
+            )
         if (self.cost is None) != (self.budget is None):
             raise ValueError("cost and budget go together: pass both or neither")
         if self.cost is not None:

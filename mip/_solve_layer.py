@@ -1,0 +1,179 @@
+"""``mip.solve_layer``: the layer MIP at any width, proven where it can be, certified where not.
+
+``method="auto"`` runs, within one ``time_limit`` for the whole call:
+
+1. **primal**: greedy backward elimination (:func:`mip._local_search.greedy_backward`), the best
+   support of the allowed sizes on its path, and the same number of groups of largest norm in
+   the full ridge fit (the magnitude start); the swap local search
+   (:func:`mip._local_search.swap_search`, full neighbourhoods) from each; the box-constrained fit
+   (:func:`mip.fit_support`) of the best support seen is the incumbent;
+2. **dual**: the perspective relaxation with the cardinality and budget kept, by FISTA from the
+   incumbent's weights (:func:`mip._perspective_bound.perspective_bound`), a bound valid
+   wherever it stops;
+3. **branch and bound** (:func:`mip.solve_branch_and_bound`) from that incumbent and bound, for
+   the time left, when the gap is still open and the layer has at most 64 groups.
+
+The other methods: ``"branch_and_bound"`` (step 3 alone, from scratch), ``"local_search"`` (steps
+1 and 2: an incumbent and a bound, never a proof unless they meet), ``"outer_approximation"``
+(:func:`mip.solve_exact`, HiGHS MILP masters).
+
+Cost (d = n_groups * group_size columns, out outputs, k kept groups, g = group_size): the
+statistics take ``8 d^2`` bytes and every step works on them, never on the calibration data; the
+greedy pass is ``O(d^3)`` time and ``3 * 8 d^2`` bytes (the inverse and its downdate); one swap
+move ``O((k g)^2 (n - k) g)``; one FISTA step ``O(out * d^2)``. A 2048-input Linear layer needs
+about 100 MB, a 512-channel 3x3 conv (d = 4608) about 510 MB.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from numpy.typing import NDArray
+
+from mip._branch_and_bound import solve_branch_and_bound
+from mip._local_search import greedy_backward, swap_search
+from mip._perspective_bound import perspective_bound
+from mip._problem import LayerProblem
+from mip._result import MIPResult, relative_gap
+from mip._support_fit import fit_support, ridge_solution
+
+__all__ = ["METHODS", "check_memory", "solve_layer"]
+
+METHODS = ("auto", "branch_and_bound", "local_search", "outer_approximation")
+BRANCH_AND_BOUND_GROUPS = 64  # auto: branch when at most this many groups
+MEMORY_LIMIT = 4 * 2**30  # bytes of working memory solve_layer may plan for
+
+
+def check_memory(problem: LayerProblem, limit: int = MEMORY_LIMIT) -> int:
+    """Bytes ``solve_layer`` needs for ``problem`` (about four d x d float64 matrices plus the
+    weights); ``MemoryError`` naming the size when that exceeds ``limit``."""
+    d, out = problem.d, problem.n_out
+    need = 8 * (4 * d * d + 4 * out * d)
+    if need > limit:
+        raise MemoryError(
+            f"the layer problem has d = {d} columns ({problem.n_groups} groups of "
+            f"{problem.group_size}) and {out} outputs: solving it needs about {need / 2**30:.1f} "
+            f"GiB, more than the {limit / 2**30:.1f} GiB allowed; split the layer's outputs into "
+            "several problems or raise mip._solve_layer.MEMORY_LIMIT"
+        )
+    return need
+
+
+def _trivial(problem: LayerProblem) -> bool:
+    """All-zero statistics: every W has the same loss, so W = 0 with nothing kept is optimal."""
+    return not np.any(problem.gram) and not np.any(problem.xty)
+
+
+def _feasible_sizes(problem: LayerProblem, path, limit: int) -> list[int]:
+    sizes = []
+    for m in range(limit + 1):
+        if problem.cost is None or problem.cost @ path.support(m) <= problem.budget:
+            sizes.append(m)
+    return sizes
+
+
+def primal(problem: LayerProblem, deadline: float, max_keep: int | None = None,
+           path=None) -> tuple[NDArray[np.bool_], NDArray[np.float64], float]:
+    """The heuristic incumbent: ``(keep, weight, objective)`` (steps 1 of the module docstring).
+    Never worse than the greedy support it starts from."""
+    n = problem.n_groups
+    limit = problem.max_keep if max_keep is None else max_keep
+    limit = n if limit is None else min(int(limit), n)
+    path = greedy_backward(problem, deadline) if path is None else path
+    sizes = _feasible_sizes(problem, path, limit)
+    size = min(sizes, key=lambda m: path.values[m])
+    starts = [path.support(size)]
+    magnitude = magnitude_support(problem, size)
+    if problem.cost is None or problem.cost @ magnitude <= problem.budget:
+        starts.append(magnitude)
+    best = None
+    for index, start in enumerate(starts):
+        left = (deadline - time.perf_counter()) / (len(starts) - index)
+        found, _ = swap_search(problem, start, max_keep=limit,
+                               deadline=time.perf_counter() + left, candidates=problem.n_groups)
+        for keep in (start, found):
+            W = fit_support(problem, keep)
+            value = problem.objective(W, keep)
+            if best is None or value < best[2]:
+                best = (keep, W, value)
+    return best
+
+
+def magnitude_support(problem: LayerProblem, size: int) -> NDArray[np.bool_]:
+    """The ``size`` groups of largest norm in the ridge fit of every group (the usual start of a
+    swap search, e.g. OSSCAR's)."""
+    W = ridge_solution(problem, np.ones(problem.d, bool))  # (d, out)
+    norms = np.sqrt(np.sum((W * W).reshape(problem.n_groups, -1), axis=1))
+    keep = np.zeros(problem.n_groups, bool)
+    keep[np.argsort(-norms, kind="stable")[:size]] = True
+    return keep
+
+
+def solve_layer(
+    problem: LayerProblem,
+    time_limit: float = 60.0,
+    mip_gap: float = 1e-4,
+    method: str = "auto",
+    *,
+    progress: bool = False,
+) -> MIPResult:
+    """Solve the layer MIP ``problem`` to relative gap ``mip_gap`` within ``time_limit`` seconds
+    for the whole call (module docstring). Returns a :class:`mip.MIPResult`: ``status``
+    ``"optimal"`` when the gap is closed, else ``"time_limit"`` with the incumbent and a valid
+    bound.
+
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((80, 12)); W0 = rng.standard_normal((3, 12))
+    >>> p = LayerProblem.from_data(X, X @ W0.T, group_size=1, lam=0.3, alpha=0.5, M=9.0,
+    ...                            max_keep=5)
+    >>> r = solve_layer(p, time_limit=10)
+    >>> r.status, int(r.keep.sum()) <= 5, r.bound <= r.objective
+    ('optimal', True, True)
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}; got {method!r}")
+    if not (mip_gap >= 0 and time_limit > 0):
+        raise ValueError(f"need mip_gap >= 0 and time_limit > 0; got {mip_gap}, {time_limit}")
+    check_memory(problem)
+    start = time.perf_counter()
+    deadline = start + time_limit
+    n = problem.n_groups
+    if _trivial(problem):
+        value = float(problem.yty.sum())
+        return MIPResult(np.zeros(n, bool), np.zeros((problem.n_out, problem.d)), value, value,
+                         0.0, "optimal", 0, time.perf_counter() - start,
+                         [{"iteration": 0, "lower": value, "upper": value, "seconds": 0.0}])
+    if method == "branch_and_bound":
+        return solve_branch_and_bound(problem, time_limit, mip_gap, progress)
+    if method == "outer_approximation":
+        from mip._outer_approximation import solve_exact
+
+        return solve_exact(problem, time_limit=time_limit, mip_gap=mip_gap, progress=progress)
+
+    history = []
+
+    def note(iteration: int, lower: float, upper: float) -> None:
+        history.append({"iteration": iteration, "lower": lower, "upper": upper,
+                        "seconds": time.perf_counter() - start})
+
+    keep, W, value = primal(problem, start + 0.4 * time_limit)
+    note(0, -np.inf, value)
+    target = value - mip_gap * abs(value)
+    root = perspective_bound(problem, start=W, iterations=400, target=target,
+                             deadline=start + 0.7 * time_limit)
+    bound = min(root.value, value)
+    note(root.iterations, bound, value)
+    gap = relative_gap(value, bound)
+    if (gap > mip_gap and method == "auto" and n <= BRANCH_AND_BOUND_GROUPS
+            and time.perf_counter() < deadline):
+        result = solve_branch_and_bound(problem, mip_gap=mip_gap, progress=progress,
+                                        incumbent=keep, root_bound=bound, deadline=deadline)
+        history.extend({**h, "seconds": h["seconds"] + (history[-1]["seconds"])}
+                       for h in result.history)
+        return MIPResult(result.keep, result.weight, result.objective, result.bound, result.gap,
+                         result.status, result.iterations + root.iterations,
+                         time.perf_counter() - start, history, result.supports_evaluated)
+    status = "optimal" if gap <= mip_gap else "time_limit"
+    return MIPResult(keep, W, value, bound, gap, status, root.iterations,
+                     time.perf_counter() - start, history)
