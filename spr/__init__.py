@@ -16,7 +16,8 @@ Public API:
                                  macs_by_layer, mac_weights (MACs per entry, for block_weights)
     layer_widths                 output width of every conv and Linear
     PruneConfig, run_pipeline    every setting of the paper's protocol; the resumable run
-    solve_mip, LayerSolution     exact input-channel selection of one layer (Pyomo + HiGHS)
+    solve_mip, LayerSolution     input-channel selection of one layer, certified (mip.solve_layer)
+    keep_curve                   that selection for every number of kept channels (mip.keep_curve)
     layer_problem                that layer's MIP as a mip.LayerProblem (for the mip solvers)
     models, data                 CIFAR-style ResNets and a small CNN; offline dataset loaders
 """
@@ -30,7 +31,7 @@ from spr._pipeline import reference_M, run_pipeline
 from spr._prox import spr_prox
 from spr._regularizer import SPRegularizer
 from spr._serialize import load_pruned, save_pruned
-from spr._solve_mip import LayerSolution, layer_problem, solve_mip
+from spr._solve_mip import LayerSolution, keep_curve, layer_problem, solve_mip
 from spr._structure import structural_decision, zero_dead_groups
 from spr._surgery import PruningError, layer_widths, remove_pruned
 from spr._threshold import ThresholdResult, threshold_search
@@ -48,6 +49,7 @@ __all__ = [
     "count_params",
     "data",
     "evaluate",
+    "keep_curve",
     "layer_problem",
     "layer_widths",
     "load_pruned",

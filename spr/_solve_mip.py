@@ -14,6 +14,8 @@ Dropping input channel j of this layer is dropping output channel j of the layer
 
 from __future__ import annotations
 
+import numbers
+import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -25,9 +27,10 @@ from torch import Tensor, nn
 import mip
 from spr._checks import check_alpha, check_nonnegative, check_positive
 
-__all__ = ["LayerSolution", "layer_problem", "layer_rows", "solve_mip"]
+__all__ = ["LayerSolution", "keep_curve", "layer_problem", "layer_rows", "solve_mip"]
 
 _RELAXATIONS = ("big_m", "perspective", "perspective_lp")  # mip.<name>_relaxation
+_RELAXATION_VARIABLES = 20_000  # above this many weights the reported relaxations are skipped
 
 
 @dataclass(frozen=True, eq=False)
@@ -176,8 +179,18 @@ def layer_problem(
 
 
 def _relaxation_value(name: str, problem: mip.LayerProblem, time_limit: float) -> float:
-    """A relaxation's value for the report; NaN with a warning when its solver gives up (the
-    exact solution does not depend on it)."""
+    """A relaxation's value for the report; NaN with a warning when its solver gives up or no
+    time is left (the solution does not depend on it)."""
+    if time_limit <= 0:
+        warnings.warn(f"solve_mip: the {name} relaxation is not reported: no time left within "
+                      "time_limit", stacklevel=3)
+        return float("nan")
+    size = problem.n_out * problem.d
+    if size > _RELAXATION_VARIABLES:
+        warnings.warn(f"solve_mip: the {name} relaxation is not reported: {size} weights is "
+                      f"more than the {_RELAXATION_VARIABLES} its Pyomo/cvxpy model is built for "
+                      "(pass relaxations=() for wide layers)", stacklevel=3)
+        return float("nan")
     solve = getattr(mip, f"{name}_relaxation")
     try:
         if name == "perspective":  # cvxpy/Clarabel: no time limit to pass
@@ -188,8 +201,10 @@ def _relaxation_value(name: str, problem: mip.LayerProblem, time_limit: float) -
         return float("nan")
 
 
-# method -> the mip solver's name (mip imports its solvers on first use)
-_METHODS = {"branch_and_bound": "solve_branch_and_bound", "outer_approximation": "solve_exact"}
+def _check_max_keep(max_keep) -> None:
+    if max_keep is not None and (isinstance(max_keep, bool) or not isinstance(
+            max_keep, numbers.Integral)):
+        raise ValueError(f"max_keep must be an int (or None for no limit); got {max_keep!r}")
 
 
 def solve_mip(
@@ -205,7 +220,7 @@ def solve_mip(
     mip_gap: float = 1e-4,
     relaxations: tuple[str, ...] = ("big_m", "perspective"),
     progress: bool = False,
-    method: str = "branch_and_bound",
+    method: str = "auto",
 ) -> LayerSolution:
     """Choose the input channels of ``layer`` to keep by solving the layer MIP exactly.
 
@@ -218,12 +233,13 @@ def solve_mip(
         time_limit, mip_gap: stop at this wall time or relative gap.
         relaxations: which relaxation values to report (``"big_m"``, ``"perspective"``,
             ``"perspective_lp"``).
-        method: the exact solver: ``"branch_and_bound"`` (:func:`mip.solve_branch_and_bound`,
-            branch and bound over supports with ridge bounds) or ``"outer_approximation"``
-            (:func:`mip.solve_exact`, HiGHS MILP masters with perspective cuts). Both prove the
-            same optimum; the first was faster on all but one instance of
-            ``experiments/bench_mip.py`` (a tie at 0.18 s) and proved instances the other and
-            SCIP leave open.
+        method: passed to :func:`mip.solve_layer`: ``"auto"`` (local search, a perspective
+            bound, then branch and bound on layers of up to 64 input channels: proven where it
+            can be, an incumbent and a valid bound at any width), ``"branch_and_bound"``,
+            ``"local_search"`` or ``"outer_approximation"``.
+
+    ``time_limit`` covers the whole call: the solve and the relaxations reported after it (a
+    relaxation with no time left is reported as NaN with a warning).
 
     Example:
         >>> _ = torch.manual_seed(0)
@@ -232,19 +248,27 @@ def solve_mip(
         >>> sol.status, int(sol.keep.sum()) <= 4, sol.weight.shape
         ('optimal', True, torch.Size([3, 6]))
     """
+    start = time.perf_counter()
     check_positive("time_limit", time_limit)
     check_nonnegative("mip_gap", mip_gap)
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {sorted(_METHODS)}; got {method!r}")
+    _check_max_keep(max_keep)
+    from mip._solve_layer import METHODS
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}; got {method!r}")
     unknown = sorted(set(relaxations) - set(_RELAXATIONS))
     if unknown:
         raise ValueError(f"relaxations: unknown {unknown}; choose from {sorted(_RELAXATIONS)}")
     problem = layer_problem(layer, X, lam, alpha, M, max_keep, cost, budget)
-    solve = getattr(mip, _METHODS[method])
-    result = solve(problem, time_limit=time_limit, mip_gap=mip_gap, progress=progress)
+    left = time_limit - (time.perf_counter() - start)
+    if left <= 0:
+        raise TimeoutError(f"building the layer statistics used the whole time_limit={time_limit}")
+    result = mip.solve_layer(problem, time_limit=left, mip_gap=mip_gap, method=method,
+                             progress=progress)
     values = {}
     for name in relaxations:
-        values[name] = _relaxation_value(name, problem, time_limit)
+        values[name] = _relaxation_value(name, problem,
+                                         time_limit - (time.perf_counter() - start))
     weight = torch.from_numpy(result.weight).reshape(layer.weight.shape)
     return LayerSolution(
         keep=result.keep,
@@ -259,3 +283,38 @@ def solve_mip(
         problem=problem,
         history=result.history,
     )
+
+
+def keep_curve(
+    layer: nn.Linear | nn.Conv2d,
+    X: Tensor,
+    ks: list[int] | np.ndarray | None = None,
+    *,
+    lam: float = 1e-4,
+    alpha: float = 0.5,
+    M: float | None = None,
+    cost: np.ndarray | list[float] | None = None,
+    budget: float | None = None,
+    time_limit: float = 60.0,
+    mip_gap: float = 1e-4,
+    progress: bool = False,
+) -> mip.KeepCurve:
+    """For every k in ``ks`` (default 1..in_channels): the best ``k`` input channels of
+    ``layer`` to keep, the reconstruction objective, a proven lower bound and the gap
+    (:func:`mip.keep_curve` on :func:`layer_problem`'s statistics; ``time_limit`` for the whole
+    curve). ``curve.weight(i)`` is the refit weight of ``ks[i]``, shaped (out, in*kh*kw): reshape
+    it with ``.reshape(layer.weight.shape)``.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> curve = keep_curve(nn.Linear(8, 4), torch.randn(128, 8), ks=[2, 4, 8], time_limit=20)
+        >>> curve.ks.tolist(), bool((curve.bound <= curve.objective).all())
+        ([2, 4, 8], True)
+    """
+    start = time.perf_counter()
+    check_positive("time_limit", time_limit)
+    problem = layer_problem(layer, X, lam, alpha, M, None, cost, budget)
+    left = time_limit - (time.perf_counter() - start)
+    if left <= 0:
+        raise TimeoutError(f"building the layer statistics used the whole time_limit={time_limit}")
+    return mip.keep_curve(problem, ks, time_limit=left, mip_gap=mip_gap, progress=progress)

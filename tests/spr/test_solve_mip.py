@@ -1,6 +1,7 @@
 """spr.solve_mip on Linear and Conv2d layers: exact against brute force and SCIP, certificates,
 relaxations, constraints, the unfolded rows, and bad input."""
 
+import dataclasses
 import importlib.util
 
 import numpy as np
@@ -36,7 +37,7 @@ def random_layer(rng: np.random.Generator, index: int):
 INDICES = list(range(20))
 
 
-@pytest.mark.parametrize("method", ["branch_and_bound", "outer_approximation"])
+@pytest.mark.parametrize("method", ["auto", "branch_and_bound", "outer_approximation"])
 @pytest.mark.parametrize("index", INDICES)
 def test_optimal_equals_brute_force_with_certificate(index, method):
     rng = np.random.default_rng(index)
@@ -127,6 +128,8 @@ def test_budget_and_default_M():
         (lambda: (nn.Conv2d(3, 2, 3, padding_mode="reflect"), torch.randn(2, 3, 5, 5)), {},
          "padding_mode"),
         (lambda: (nn.Linear(4, 2), torch.randn(8, 4)), {"max_keep": -1}, "max_keep"),
+        (lambda: (nn.Linear(4, 2), torch.randn(8, 4)), {"max_keep": 2.5}, "must be an int"),
+        (lambda: (nn.Linear(4, 2), torch.randn(8, 4)), {"max_keep": "3"}, "must be an int"),
         (lambda: (nn.Linear(4, 2), torch.randn(8, 4)), {"cost": [1] * 4, "budget": -1}, "budget"),
         (lambda: (nn.Linear(4, 2), torch.randn(8, 4)), {"alpha": 1.5}, "alpha"),
         (lambda: (nn.Linear(4, 2), torch.randn(8, 4)), {"M": -1.0}, "M must be"),
@@ -161,3 +164,26 @@ def test_statistics_accumulate_over_chunks():
     np.testing.assert_allclose(whole.gram, rows.T @ rows / len(rows), rtol=1e-12)
     for name in ("gram", "xty", "yty"):
         np.testing.assert_allclose(getattr(chunked, name), getattr(whole, name), rtol=1e-10)
+
+
+def test_all_zero_inputs_return_at_once_and_the_call_honours_time_limit():
+    """All-zero calibration: nothing to reconstruct, so nothing kept, proven at once; the whole
+    call (relaxations included) stays within time_limit (no relaxation runs to its own limit)."""
+    layer = nn.Conv2d(6, 3, 3, padding=1)
+    sol = spr.solve_mip(layer, torch.zeros(4, 6, 5, 5), lam=0.1, alpha=0.5, time_limit=5.0)
+    assert sol.status == "optimal" and not sol.keep.any() and sol.gap == 0
+    assert sol.iterations == 0  # no solver iteration was needed
+
+
+def test_keep_curve_matches_brute_force_per_k():
+    torch.manual_seed(3)
+    layer = nn.Conv2d(7, 2, 3, padding=1)
+    X = torch.randn(6, 7, 5, 5)
+    curve = spr.keep_curve(layer, X, ks=[1, 3, 5, 7], lam=0.05, time_limit=120)
+    assert curve.ks.tolist() == [1, 3, 5, 7]
+    for i, k in enumerate(curve.ks):
+        oracle = mip.solve_brute_force(dataclasses.replace(curve.problem, max_keep=int(k)))
+        assert curve.objective[i] == pytest.approx(oracle.objective, rel=1e-6)
+        assert curve.bound[i] <= oracle.objective * (1 + 1e-9)
+        assert curve.keep[i].sum() <= k
+        assert curve.weight(i).reshape(layer.weight.shape).shape == layer.weight.shape
