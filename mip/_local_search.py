@@ -103,7 +103,10 @@ class _Support:
         PRQ = self.P[np.ix_(R, Q)]
         X = np.linalg.solve(self.P[np.ix_(Q, Q)], PRQ.T)
         self.beta = self.beta[R] - X.T @ self.beta[Q]
-        self.P = self.P[np.ix_(R, R)] - PRQ @ X
+        P = self.P[np.ix_(R, R)]
+        for rows in range(0, R.size, 512):  # in place, a 512-row temporary at a time
+            P[rows:rows + 512] -= PRQ[rows:rows + 512] @ X
+        self.P = P
         self.groups = [grp for grp, out in zip(self.groups, gone, strict=True) if not out]
         self._count_move()
 

@@ -90,24 +90,78 @@ def _lp(values: NDArray, cost: NDArray | None, slots: float, budget: float | Non
     return float(value), mu, nu
 
 
-def _prox(V: NDArray, group_of: NDArray, a: float, b_free: NDArray, free_col: NDArray,
-          t: float, n_local: int) -> NDArray:
-    """Prox of t*h for every group at once (V: out x m; columns mapped to local groups)."""
-    norms = np.sqrt(np.bincount(group_of, weights=np.sum(V * V, axis=0), minlength=n_local))
-    norm_col = norms[group_of]
-    shrink = np.full(norm_col.shape, 1.0 / (1.0 + 2.0 * t * a))
+def _group_rows(V: NDArray, order: NDArray, n_local: int) -> NDArray:
+    """The entries of each group as one row: (out, m) -> (n_local, out * g)."""
+    return V[:, order].reshape(V.shape[0], n_local, -1).transpose(1, 0, 2).reshape(n_local, -1)
+
+
+def _from_group_rows(R: NDArray, order: NDArray, out: int) -> NDArray:
+    n_local = R.shape[0]
+    V = R.reshape(n_local, out, -1).transpose(1, 0, 2).reshape(out, -1)
+    result = np.empty_like(V)
+    result[:, order] = V
+    return result
+
+
+def _penalty(r: NDArray, m: NDArray, a: float, b: NDArray, M: float) -> NDArray:
+    """``min_{z in [m/M, 1]} a r^2/z + b z`` per group (the boxed perspective penalty, SPR)."""
+    lo = m / M
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c_r = np.sqrt(a / np.maximum(b, 1e-300)) * r
+        full = a * r * r + b
+        linear = 2.0 * np.sqrt(a * np.maximum(b, 0.0)) * r
+        boxed = np.where(lo > 0, a * r * r / np.maximum(lo, 1e-300) + b * lo, 0.0)
+    value = np.select([r == 0, np.maximum(lo, c_r) >= 1, lo <= c_r], [0.0 * r, full, linear],
+                      default=boxed)
+    return np.where(m > M * (1 + 1e-12), np.inf, value)
+
+
+def _project_l1(R: NDArray, radius: NDArray) -> NDArray:
+    """Each row of R projected onto the l1 ball of its radius (Duchi et al. 2008)."""
+    A = np.abs(R)
+    inside = A.sum(axis=1) <= radius
+    S = -np.sort(-A, axis=1)
+    cums = np.cumsum(S, axis=1) - radius[:, None]
+    idx = np.arange(1, R.shape[1] + 1)
+    cond = S - cums / idx > 0
+    rho = R.shape[1] - 1 - np.argmax(cond[:, ::-1], axis=1)
+    theta = np.maximum(cums[np.arange(R.shape[0]), rho] / (rho + 1), 0.0)
+    P = np.sign(R) * np.maximum(A - theta[:, None], 0.0)
+    return np.where(inside[:, None], R, P)
+
+
+def _prox(V: NDArray, order: NDArray, a: float, b_free: NDArray, free: NDArray, t: float,
+          M: float) -> NDArray:
+    """An approximate prox of t*h for every group at once (V: out x m, columns grouped by
+    ``order``): per free group the best, by ``0.5||w - v||^2 + t*h(w)`` with the boxed penalty
+    h, of three closed forms: the reverse-Huber prox (box ignored), the prox of the box term
+    ``b*||w||_inf/M`` (v minus its projection on an l1 ball) shrunk for the ridge, and the
+    kept-group shrink ``v/(1 + 2ta)``; fixed-in groups take the last. Any choice keeps the
+    bound valid; a better one moves FISTA closer to the relaxation's optimum."""
+    out, n_local = V.shape[0], b_free.size
+    R = _group_rows(V, order, n_local)
+    kept = R / (1.0 + 2.0 * t * a)
+    norms = np.linalg.norm(R, axis=1)
+    candidates = [kept]
     if a > 0:
-        b = b_free[group_of]
-        s = np.sqrt(a * np.maximum(b, 0.0))
-        kk = np.sqrt(np.maximum(b, 0.0) / a)
+        s = np.sqrt(a * b_free)
+        kk = np.sqrt(b_free / a)
         with np.errstate(divide="ignore", invalid="ignore"):
-            linear = np.where(norm_col > 0, 1.0 - 2.0 * t * s / norm_col, 0.0)
-        free_shrink = np.where(norm_col <= 2 * t * s, 0.0,
-                               np.where(norm_col <= kk + 2 * t * s, linear, shrink))
-        shrink = np.where(free_col, free_shrink, shrink)
-    else:
-        shrink = np.ones_like(norm_col)
-    return V * shrink[None, :]
+            scale = np.where(norms <= 2 * t * s, 0.0,
+                             np.where(norms <= kk + 2 * t * s, 1.0 - 2.0 * t * s / norms,
+                                      1.0 / (1.0 + 2.0 * t * a)))
+        candidates.append(R * np.nan_to_num(scale)[:, None])
+    candidates.append((R - _project_l1(R, t * b_free / M)) / (1.0 + 2.0 * t * a))
+    best, best_value = kept, np.full(n_local, np.inf)
+    for C in candidates:
+        C = np.clip(C, -M, M)
+        value = 0.5 * np.sum((C - R) ** 2, axis=1) + t * _penalty(
+            np.linalg.norm(C, axis=1), np.max(np.abs(C), axis=1, initial=0.0), a, b_free, M)
+        better = free & (value < best_value)
+        best = np.where(better[:, None], C, best)
+        best_value = np.where(better, value, best_value)
+    best = np.where(free[:, None], best, np.clip(kept, -M, M))
+    return _from_group_rows(best, order, out)
 
 
 def largest_eigenvalue(G: NDArray) -> float:
@@ -173,8 +227,8 @@ def perspective_bound(
     total = float(problem.yty.sum())
     n_local = local.size
     group_of = np.repeat(np.arange(n_local), g)
+    order = np.argsort(group_of, kind="stable")  # columns are already grouped: the identity
     free_local = ~fixed_in[local]
-    free_col = free_local[group_of]
     cost_free = None if cost is None else cost[local][free_local]
     if n_local == 0:
         return PerspectiveBound(total, W, 0, time.perf_counter() - start_time)
@@ -211,7 +265,7 @@ def perspective_bound(
                 break
             done += 1
             step = Y - t * 2.0 * (YG - C.T)
-            new = np.clip(_prox(step, group_of, a, b_free, free_col, t, n_local), -M, M)
+            new = _prox(step, order, a, b_free, free_local, t, M)
             new_G = new @ G
             theta_next = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * theta * theta))
             if np.sum((Y - new) * (new - previous)) > 0:  # adaptive restart (O'Donoghue-Candes)
@@ -223,11 +277,10 @@ def perspective_bound(
             previous, WG, theta = new, new_G, theta_next
             if step_index % evaluate_every == 0 or step_index == steps:
                 best = max(best, evaluate(new, new_G)[0])
-        norms = np.sqrt(np.bincount(group_of, weights=np.sum(previous**2, axis=0),
-                                    minlength=n_local))
-        scale = np.sqrt(a / np.maximum(b_free, 1e-300)) if a > 0 else np.inf
-        z = np.minimum(1.0, norms * scale)
-        z = np.where(norms > 0, z, 0.0)
+        rows = _group_rows(previous, order, n_local)
+        norms = np.linalg.norm(rows, axis=1)
+        z = np.minimum(1.0, np.maximum(np.max(np.abs(rows), axis=1, initial=0.0) / M,
+                                       np.sqrt(a / np.maximum(b_free, 1e-300)) * norms))
         return previous, WG, float(np.sum(z[free_local]))
 
     # The cardinality multiplier by bisection on the dual's slope sum_j z_j - k (a concave

@@ -98,7 +98,9 @@ class LayerProblem:
                 )
             set_(self, "cost", cost)
             set_(self, "budget", check_nonnegative("budget", self.budget))
-        set_(self, "gram", 0.5 * (gram + gram.T))
+        symmetric = gram + gram.T
+        symmetric *= 0.5  # in place: a wide layer's d x d statistics are hundreds of MB
+        set_(self, "gram", symmetric)
         set_(self, "xty", xty)
         set_(self, "yty", yty)
         set_(self, "group_size", k)

@@ -7,21 +7,24 @@
    the full ridge fit (the magnitude start); the swap local search
    (:func:`mip._local_search.swap_search`, full neighbourhoods) from each; the box-constrained fit
    (:func:`mip.fit_support`) of the best support seen is the incumbent;
-2. **dual**: the perspective relaxation with the cardinality and budget kept, by FISTA from the
-   incumbent's weights (:func:`mip._perspective_bound.perspective_bound`), a bound valid
-   wherever it stops;
-3. **branch and bound** (:func:`mip.solve_branch_and_bound`) from that incumbent and bound, for
-   the time left, when the gap is still open and the layer has at most 64 groups.
+2. on layers of at most 64 groups, **branch and bound** (:func:`mip.solve_branch_and_bound`)
+   from that incumbent for the time left (its nodes carry ridge and perspective bounds);
+3. on wider layers, the **dual**: the perspective relaxation with the cardinality and budget
+   kept, by FISTA from the incumbent's weights
+   (:func:`mip._perspective_bound.perspective_bound`), for the time left or until the gap
+   closes, a bound valid wherever it stops; never below the ridge value of all groups together
+   (a bound on every support).
 
-The other methods: ``"branch_and_bound"`` (step 3 alone, from scratch), ``"local_search"`` (steps
-1 and 2: an incumbent and a bound, never a proof unless they meet), ``"outer_approximation"``
-(:func:`mip.solve_exact`, HiGHS MILP masters).
+The other methods: ``"branch_and_bound"`` (step 2 alone, from scratch), ``"local_search"``
+(steps 1 and 3 at any width: an incumbent and a bound, never a proof unless they meet),
+``"outer_approximation"`` (:func:`mip.solve_exact`, HiGHS MILP masters).
 
 Cost (d = n_groups * group_size columns, out outputs, k kept groups, g = group_size): the
 statistics take ``8 d^2`` bytes and every step works on them, never on the calibration data; the
 greedy pass is ``O(d^3)`` time and ``3 * 8 d^2`` bytes (the inverse and its downdate); one swap
-move ``O((k g)^2 (n - k) g)``; one FISTA step ``O(out * d^2)``. A 2048-input Linear layer needs
-about 100 MB, a 512-channel 3x3 conv (d = 4608) about 510 MB.
+move ``O((k g)^2 (n - k) g)``; one FISTA step ``O(out * d^2)``. :func:`check_memory` plans
+``8 * (4 d^2 + 4 out d)`` bytes: a 2048 x 2048 Linear layer about 260 MB, a 512-channel 3x3 conv
+(d = 4608, 512 outputs) about 720 MB.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import time
 import numpy as np
 from numpy.typing import NDArray
 
-from mip._branch_and_bound import solve_branch_and_bound
+from mip._branch_and_bound import ridge_value, solve_branch_and_bound
 from mip._local_search import greedy_backward, swap_search
 from mip._perspective_bound import perspective_bound
 from mip._problem import LayerProblem
@@ -157,23 +160,26 @@ def solve_layer(
         history.append({"iteration": iteration, "lower": lower, "upper": upper,
                         "seconds": time.perf_counter() - start})
 
-    keep, W, value = primal(problem, start + 0.4 * time_limit)
-    note(0, -np.inf, value)
+    branch = method == "auto" and n <= BRANCH_AND_BOUND_GROUPS
+    keep, W, value = primal(problem, start + (0.2 if branch else 0.4) * time_limit)
+    # the ridge value of every group together bounds every support (it only falls as groups are
+    # added, and dropping the box only lowers it): nonnegative, one Cholesky
+    floor = min(ridge_value(problem, np.ones(n, bool)), value)
+    note(0, floor, value)
+    if branch:  # the root's perspective bound is the branch and bound's first node
+        result = solve_branch_and_bound(problem, mip_gap=mip_gap, progress=progress,
+                                        incumbent=keep, root_bound=floor, deadline=deadline)
+        offset = history[-1]["seconds"]
+        history.extend({**h, "seconds": h["seconds"] + offset} for h in result.history)
+        return MIPResult(result.keep, result.weight, result.objective, result.bound, result.gap,
+                         result.status, result.iterations, time.perf_counter() - start, history,
+                         result.supports_evaluated)
     target = value - mip_gap * abs(value)
-    root = perspective_bound(problem, start=W, iterations=400, target=target,
-                             deadline=start + 0.7 * time_limit)
-    bound = min(root.value, value)
+    root = perspective_bound(problem, start=W, iterations=10**9, target=target,
+                             deadline=deadline)
+    bound = min(max(root.value, floor), value)
     note(root.iterations, bound, value)
     gap = relative_gap(value, bound)
-    if (gap > mip_gap and method == "auto" and n <= BRANCH_AND_BOUND_GROUPS
-            and time.perf_counter() < deadline):
-        result = solve_branch_and_bound(problem, mip_gap=mip_gap, progress=progress,
-                                        incumbent=keep, root_bound=bound, deadline=deadline)
-        history.extend({**h, "seconds": h["seconds"] + (history[-1]["seconds"])}
-                       for h in result.history)
-        return MIPResult(result.keep, result.weight, result.objective, result.bound, result.gap,
-                         result.status, result.iterations + root.iterations,
-                         time.perf_counter() - start, history, result.supports_evaluated)
     status = "optimal" if gap <= mip_gap else "time_limit"
     return MIPResult(keep, W, value, bound, gap, status, root.iterations,
                      time.perf_counter() - start, history)
