@@ -11,8 +11,9 @@ with :func:`mip.solve_knapsack` (Pyomo + HiGHS; exact, with bound and gap). The 
 
 - ``"output"`` (default): the output error on calibration inputs, ``||X W^T - X W_hat^T||_F^2 =
   tr(D G D^T)`` with ``G = X^T X`` accumulated by forward hooks (X the layer's inputs, flattened to
-  (N, in); for a conv the unfolded patches (N*L, in/groups*kh*kw) per channel group -- the GPTQ
-  objective, with zero padding);
+  (N, in); for a conv the unfolded patches (N*L, in/groups*kh*kw) per channel group, padded as the
+  layer pads -- the GPTQ objective; rows and sums by ``spr._input_statistics.InputStatistics``,
+  shared with ``spr.solve_mip``);
 - ``"fisher"``: ``sum_i F_ii D_i^2`` with the empirical Fisher diagonal ``F = mean_n (grad l_n)^2``
   from per-sample gradients of the calibration loss (elementwise, so it also suits row groups);
 - ``"hessian"``: ``(Tr(H_l) / n_l) ||D||^2`` (HAWQ-V2/V3), the trace of the layer's Hessian block
@@ -41,6 +42,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from compress_extras._options import QuantizerOption
+from spr._input_statistics import InputStatistics
 
 __all__ = ["AllocationPlan", "AverageBits", "TotalBits", "allocate_bits"]
 
@@ -182,24 +184,85 @@ def default_layers(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, nn.Linear | nn.Conv2d)]
 
 
+_CALIBRATION_FORMS = ("a tensor of inputs (N, ...), an (inputs, targets) pair of tensors, or an "
+                      "iterable of such batches")
+
+
 def _batches(calibration) -> list[tuple[Tensor, Tensor | None]]:
-    """A tensor of inputs, an (inputs, targets) pair, or an iterable of either -> [(x, y)]."""
+    """A tensor of inputs, an (inputs, targets) pair, or an iterable of either -> [(x, y)],
+    checked: torch tensors, non-empty batches, finite floating-point values (TypeError or
+    ValueError naming ``calibration`` and what to pass)."""
     if calibration is None:
         return []
     if isinstance(calibration, Tensor):
-        return [(calibration, None)]
-    if (isinstance(calibration, tuple | list) and len(calibration) == 2
-            and all(isinstance(t, Tensor) for t in calibration)
+        items = [calibration]
+    elif (isinstance(calibration, tuple | list) and len(calibration) == 2
+            and all(isinstance(t, Tensor) for t in calibration) and calibration[0].dim() > 0
             and calibration[0].shape[:1] == calibration[1].shape[:1]):
-        return [(calibration[0], calibration[1])]
-    out = []
-    for item in calibration:
-        if isinstance(item, Tensor):
-            out.append((item, None))
-        else:
-            x, y = item[0], item[1]
-            out.append((x, y))
-    return out
+        items = [tuple(calibration)]
+    else:
+        items = None
+        if not isinstance(calibration, np.ndarray | str | bytes | Mapping):
+            try:
+                items = list(calibration)
+            except TypeError:  # not iterable
+                pass
+        if items is None:
+            hint = (": convert it with torch.from_numpy(x).float()"
+                    if isinstance(calibration, np.ndarray) else "")
+            raise TypeError(f"calibration must be {_CALIBRATION_FORMS}; got "
+                            f"{type(calibration).__module__}.{type(calibration).__name__}{hint}")
+    if not items:
+        raise ValueError(f"calibration is empty; pass {_CALIBRATION_FORMS} (or calibration=None "
+                         'with sensitivity="none")')
+    return [_check_batch(i, item) for i, item in enumerate(items)]
+
+
+def _check_batch(i: int, item) -> tuple[Tensor, Tensor | None]:
+    """One calibration batch as (x, y), checked (see :func:`_batches`)."""
+    if isinstance(item, Tensor):
+        x, y = item, None
+    elif isinstance(item, tuple | list) and len(item) >= 2:  # (inputs, targets, ...)
+        x, y = item[0], item[1]
+    else:
+        raise TypeError(f"calibration batch {i} must be a tensor of inputs or an (inputs, "
+                        f"targets) pair; got {type(item).__name__}")
+    for what, t in (("inputs", x), ("targets", y)):
+        if t is None and what == "targets":
+            continue
+        if not isinstance(t, Tensor):
+            hint = (": convert it with torch.from_numpy(...)" if isinstance(t, np.ndarray)
+                    else "")
+            raise TypeError(f"calibration batch {i}: the {what} must be a torch.Tensor; got "
+                            f"{type(t).__module__}.{type(t).__name__}{hint}")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"calibration batch {i}: the {what} contain NaN or inf entries; "
+                             "pass finite calibration data")
+    if x.dim() == 0 or x.numel() == 0:
+        raise ValueError(f"calibration batch {i}: the inputs are empty (shape {tuple(x.shape)}); "
+                         "pass at least one sample (N >= 1)")
+    if y is not None and (y.dim() == 0 or y.shape[0] != x.shape[0]):
+        raise ValueError(f"calibration batch {i}: {tuple(y.shape)} targets for "
+                         f"{x.shape[0]} inputs; pass one target per input")
+    return x, y
+
+
+def _check_ties(ties, index: Mapping[str, int]) -> list[tuple[int, ...]]:
+    """``ties`` (groups of layer names) as groups of layer indices, checked."""
+    example = "e.g. ties=[('q', 'k', 'v')]"
+    if isinstance(ties, str | bytes) or not isinstance(ties, Iterable):
+        raise TypeError(f"ties must be a sequence of groups of layer names, {example}; got "
+                        f"{ties!r}")
+    tie_sets = []
+    for i, tie in enumerate(ties):
+        if isinstance(tie, str | bytes) or not isinstance(tie, Iterable):
+            raise TypeError(f"ties[{i}] must be a tuple of layer names, {example}; got {tie!r}")
+        tie = tuple(tie)
+        unknown = [n for n in tie if n not in index]
+        if unknown:
+            raise ValueError(f"tie {tie} names unknown layer {unknown[0]!r}")
+        tie_sets.append(tuple(index[n] for n in tie))
+    return tie_sets
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -209,25 +272,22 @@ def _device(model: nn.Module) -> torch.device:
 
 
 class _GramHook:
-    """Accumulates ``G = X^T X`` of a Linear's inputs, or per channel group of a conv's unfolded
-    patches: (groups, d, d) in float64."""
+    """Accumulates ``G = X^T X`` (groups, d, d) in float64 of a layer's input rows: a Linear's
+    inputs, or a conv's unfolded patches per channel group (:mod:`spr._input_statistics`)."""
 
-    def __init__(self, module: nn.Module) -> None:
-        self.module, self.gram = module, None
+    def __init__(self, name: str, module: nn.Linear | nn.Conv2d) -> None:
+        self.name, self.module = name, module
+        self.statistics = InputStatistics(module, chunk_size=None)
+
+    @property
+    def gram(self) -> Tensor | None:
+        return self.statistics.gram
 
     def __call__(self, module: nn.Module, inputs: tuple) -> None:
-        x = inputs[0].detach()
-        if isinstance(module, nn.Linear):
-            rows = x.reshape(-1, x.shape[-1]).double()
-            gram = (rows.T @ rows)[None]
-        else:
-            patches = F.unfold(x, module.kernel_size, dilation=module.dilation,
-                               padding=module.padding, stride=module.stride)  # (N, C*kh*kw, L)
-            n, _, length = patches.shape
-            g = module.groups
-            patches = patches.double().reshape(n, g, -1, length)
-            gram = torch.einsum("ngdl,ngel->gde", patches, patches)
-        self.gram = gram if self.gram is None else self.gram + gram
+        try:
+            self.statistics.update(inputs[0])
+        except ValueError as err:
+            raise ValueError(f"layer {self.name!r}: its calibration inputs: {err}") from None
 
 
 def output_distortion(module: nn.Module, gram: Tensor, W_hat: Tensor) -> float:
@@ -376,6 +436,9 @@ def allocate_bits(
     names = tuple(option.name for option in options)
     if len(set(names)) != len(names):
         raise ValueError(f"option names must be distinct; got {names}")
+    if isinstance(layers, str | bytes):
+        raise TypeError(f"layers must be a sequence of module names, e.g. layers=['fc1', 'fc2']; "
+                        f"got the string {layers!r}")
     layer_names = list(default_layers(model) if layers is None else layers)
     if not layer_names:
         raise ValueError("no layers to allocate (the model has no nn.Linear or nn.Conv2d)")
@@ -390,6 +453,9 @@ def allocate_bits(
         if not isinstance(module, nn.Linear | nn.Conv2d):
             raise ValueError(f"layer {name!r} is a {type(module).__name__}; bit allocation "
                              "handles nn.Linear and nn.Conv2d")
+        if not bool(torch.isfinite(module.weight).all()):
+            raise ValueError(f"layer {name!r}: its weight contains NaN or inf entries; pass a "
+                             "model with finite weights (or leave the layer out with layers=)")
         modules.append(module)
     allowed = dict(allowed or {})
     for option_name, where in allowed.items():
@@ -398,17 +464,11 @@ def allocate_bits(
         unknown = set(where) - set(layer_names)
         if unknown:
             raise ValueError(f"allowed[{option_name!r}] names unknown layers {sorted(unknown)}")
-    index = {name: i for i, name in enumerate(layer_names)}
-    tie_sets = []
-    for tie in ties:
-        tie = tuple(tie)
-        unknown = [n for n in tie if n not in index]
-        if unknown:
-            raise ValueError(f"tie {tie} names unknown layer {unknown[0]!r}")
-        tie_sets.append(tuple(index[n] for n in tie))
+    tie_sets = _check_ties(ties, {name: i for i, name in enumerate(layer_names)})
     batches = _batches(calibration)
     if sensitivity != "none" and not batches:
-        raise ValueError(f'sensitivity="{sensitivity}" needs calibration data')
+        raise ValueError(f'sensitivity="{sensitivity}" needs calibration data: pass '
+                         "calibration=inputs (N, ...) of the model, or sensitivity=\"none\"")
     if sensitivity in ("fisher", "hessian") and any(y is None for _, y in batches):
         raise ValueError(f'sensitivity="{sensitivity}" needs calibration (inputs, targets) to '
                          "differentiate a loss")
@@ -497,7 +557,7 @@ def _sensitivity(model, names, modules, batches, sensitivity, loss, probes, fish
     if sensitivity == "none":
         return [1.0] * len(modules)
     if sensitivity == "output":
-        hooks = [_GramHook(m) for m in modules]
+        hooks = [_GramHook(n, m) for n, m in zip(names, modules, strict=True)]
         handles = [m.register_forward_pre_hook(h) for m, h in zip(modules, hooks, strict=True)]
         try:
             with torch.no_grad():

@@ -3,7 +3,8 @@
 For a layer with weight W0 and calibration inputs X, the rows of the least-squares problem are
 the layer's input vectors (a Linear layer) or its unfolded input patches (a conv: batch x output
 positions rows of ``in_channels * kh * kw`` entries), the targets are ``Y = rows @ W0^T``
-(the layer's own outputs without bias), and the groups are the input channels::
+(the layer's own outputs without bias; rows and sums from :mod:`spr._input_statistics`), and
+the groups are the input channels::
 
     min_{W,z}  (1/N)*||rows W^T - Y||_F^2 + lam * sum_j [alpha*||W_{:,j}||^2 + (1 - alpha)*z_j]
     s.t.       |W_ij| <= M*z_j,  z_j in {0, 1},  optional sum_j z_j <= max_keep,
@@ -21,11 +22,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 import mip
 from spr._checks import check_alpha, check_nonnegative, check_positive
+from spr._input_statistics import InputStatistics, layer_rows
 
 __all__ = ["LayerSolution", "keep_curve", "layer_problem", "layer_rows", "solve_mip"]
 
@@ -61,56 +62,6 @@ class LayerSolution:
     seconds: float
     problem: mip.LayerProblem
     history: list[dict] = field(default_factory=list)
-
-
-def _conv_padding(layer: nn.Conv2d) -> tuple[int, int, int, int]:
-    """(left, right, top, bottom) zero padding equivalent to the layer's ``padding``."""
-    if isinstance(layer.padding, str):
-        if layer.padding == "valid":
-            return (0, 0, 0, 0)
-        pads = []  # "same" (stride 1): total dilation*(k-1), the extra pixel on the right
-        for k, dil in zip(layer.kernel_size, layer.dilation, strict=True):
-            total = dil * (k - 1)
-            pads.append((total // 2, total - total // 2))
-        (top, bottom), (left, right) = pads
-        return (left, right, top, bottom)
-    ph, pw = layer.padding
-    return (pw, pw, ph, ph)
-
-
-def layer_rows(layer: nn.Module, X: Tensor) -> tuple[Tensor, int]:
-    """The least-squares rows of ``layer`` for inputs ``X`` and the group size.
-
-    Linear: X (N, in) -> (N, in), group size 1. Conv2d: X (N, C, H, W) ->
-    (N * positions, C*kh*kw) unfolded patches, group size kh*kw (channel-major, as F.unfold).
-    """
-    _check_layer(layer)
-    if not isinstance(X, Tensor):
-        raise ValueError(f"X must be a torch.Tensor; got {type(X).__name__}")
-    if not bool(torch.isfinite(X).all()):
-        raise ValueError("X contains NaN or infinite entries")
-    if isinstance(layer, nn.Linear):
-        if X.dim() != 2 or X.shape[1] != layer.in_features:
-            raise ValueError(
-                f"X for a Linear layer must have shape (N, {layer.in_features}); got "
-                f"{tuple(X.shape)}"
-            )
-        return X, 1
-    if X.dim() != 4 or X.shape[1] != layer.in_channels:
-        raise ValueError(
-            f"X for a Conv2d layer must have shape (N, {layer.in_channels}, H, W); got "
-            f"{tuple(X.shape)}"
-        )
-    X = F.pad(X, _conv_padding(layer))
-    for size, k, dil in zip(X.shape[2:], layer.kernel_size, layer.dilation, strict=True):
-        if size < dil * (k - 1) + 1:
-            raise ValueError(
-                f"X of padded spatial size {tuple(X.shape[2:])} is smaller than the kernel "
-                f"{layer.kernel_size} with dilation {layer.dilation}"
-            )
-    patches = F.unfold(X, layer.kernel_size, dilation=layer.dilation, stride=layer.stride)
-    rows = patches.transpose(1, 2).reshape(-1, patches.shape[1])
-    return rows, layer.kernel_size[0] * layer.kernel_size[1]
 
 
 def _check_layer(layer: nn.Module) -> None:
@@ -158,19 +109,12 @@ def layer_problem(
     M = check_positive("M", M)
     if not isinstance(X, Tensor) or X.dim() == 0 or X.shape[0] == 0:
         raise ValueError("X must be a non-empty torch.Tensor batch of inputs to the layer")
-    # Statistics accumulated over chunks of the batch: a conv's unfolded rows need not fit at once.
-    gram = torch.zeros(W0.shape[1], W0.shape[1], dtype=torch.float64, device=W0.device)
-    xty = torch.zeros(W0.shape[1], W0.shape[0], dtype=torch.float64, device=W0.device)
-    yty = torch.zeros(W0.shape[0], dtype=torch.float64, device=W0.device)
-    count, group_size = 0, 1
-    for chunk in torch.split(X.detach(), chunk_size):
-        rows, group_size = layer_rows(layer, chunk)
-        rows = rows.to(W0.device, torch.float64)
-        Y = rows @ W0.T
-        gram += rows.T @ rows
-        xty += rows.T @ Y
-        yty += (Y * Y).sum(dim=0)
-        count += rows.shape[0]
+    # float64 sums over chunks of the batch: a conv's unfolded rows need not fit at once
+    stats = InputStatistics(layer, layer.weight, chunk_size=chunk_size)
+    stats.update(X)
+    count = stats.count
+    gram, xty, yty = stats.gram[0], stats.xty[0], stats.yty[0]
+    group_size = 1 if isinstance(layer, nn.Linear) else layer.kernel_size[0] * layer.kernel_size[1]
     return mip.LayerProblem(
         (gram / count).cpu().numpy(), (xty / count).cpu().numpy(), (yty / count).cpu().numpy(),
         group_size, lam=lam, alpha=alpha, M=M, max_keep=max_keep,

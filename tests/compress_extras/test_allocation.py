@@ -352,3 +352,169 @@ def test_bad_arguments(trained):
         allocate_bits(model, OPTIONS, AverageBits(3.0), "none", allowed={"int7": ["0"]})
     with pytest.raises(ValueError, match=r"minimum feasible budget .* bits per weight"):
         allocate_bits(model, OPTIONS, AverageBits(1.0), "none")
+
+
+# --- issue 18: the conv Gram is spr._input_statistics' (padding strings), bad input refused ---
+
+def _conv_costs_direct(model, x, convs, options):
+    """||conv(X, W) - conv(X, W_hat)||^2 per (conv, option) by the convolution itself."""
+    costs = []
+    inputs = {}
+    hooks = [m.register_forward_pre_hook(
+        lambda m, a, i=i: inputs.__setitem__(i, a[0].detach())) for i, m in enumerate(convs)]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    for i, conv in enumerate(convs):
+        row = []
+        for option in options:
+            D = (option.quantize(conv.weight).double() - conv.weight.double()).detach()
+            diff = F.conv2d(inputs[i].double(), D, None, conv.stride, conv.padding,
+                            conv.dilation, conv.groups)
+            row.append(float((diff**2).sum()))
+        costs.append(row)
+    return np.array(costs)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_conv_with_a_padding_string(padding):
+    """allocate_bits raised a TypeError from im2col on padding="same"/"valid"."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(3, 4, (4, 3), padding=padding, dilation=(1, 2)), nn.ReLU(),
+                          nn.Conv2d(4, 5, 3, padding=padding, groups=1), nn.Flatten(),
+                          nn.LazyLinear(3))
+    x = torch.randn(6, 3, 10, 10)
+    model(x)
+    options = [UniformQuant(2), UniformQuant(4), Pruned()]
+    plan = allocate_bits(model, options, AverageBits(3.0), calibration=x, progress=False)
+    assert plan.layers == ("0", "2", "4")
+    direct = _conv_costs_direct(model, x, [model[0], model[2]], options)
+    np.testing.assert_allclose(plan.cost[:2], direct, rtol=1e-9)
+
+
+def _old_gram(module, x):
+    """The Gram of compress_extras._allocation._GramHook before issue 18 (copied verbatim)."""
+    x = x.detach()
+    if isinstance(module, nn.Linear):
+        rows = x.reshape(-1, x.shape[-1]).double()
+        return (rows.T @ rows)[None]
+    patches = F.unfold(x, module.kernel_size, dilation=module.dilation,
+                       padding=module.padding, stride=module.stride)  # (N, C*kh*kw, L)
+    n, _, length = patches.shape
+    g = module.groups
+    patches = patches.double().reshape(n, g, -1, length)
+    return torch.einsum("ngdl,ngel->gde", patches, patches)
+
+
+def test_costs_unchanged_from_the_old_gram_on_padded_and_grouped_convs():
+    """The shared rows give the old numbers (to float64 rounding) where the old code worked."""
+    from compress_extras._allocation import output_distortion
+
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(6, 6, 3, stride=2, padding=(1, 2), groups=3), nn.ReLU(),
+                          nn.Flatten(), nn.LazyLinear(5))
+    x = [torch.randn(5, 4, 9, 9), torch.randn(3, 4, 9, 9)]
+    model(x[0])
+    options = [UniformQuant(2), UniformQuant(3, per="group", group_size=7), Float16(), Pruned()]
+    plan = allocate_bits(model, options, AverageBits(4.0), calibration=x, progress=False)
+    grams = {i: None for i in (0, 2, 5)}
+
+    def keep(i):
+        def hook(module, args):
+            g = _old_gram(module, args[0])
+            grams[i] = g if grams[i] is None else grams[i] + g
+        return hook
+
+    handles = [model[i].register_forward_pre_hook(keep(i)) for i in grams]
+    with torch.no_grad():
+        for batch in x:
+            model(batch)
+    for h in handles:
+        h.remove()
+    old = np.array([[output_distortion(model[i], grams[i], option.quantize(model[i].weight))
+                     for option in options] for i in grams])
+    np.testing.assert_allclose(plan.cost, old, rtol=1e-12, atol=0)
+    again = allocate_bits(model, options, AverageBits(4.0), calibration=x, progress=False)
+    assert plan.options == again.options
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_refused(trained, bad):
+    model, calibration, _ = trained
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        broken[2].weight[3, 1] = bad
+    for sensitivity in ("output", "none"):
+        with pytest.raises(ValueError, match="layer '2': its weight contains NaN or inf.*finite"):
+            allocate_bits(broken, OPTIONS, AverageBits(3.0), sensitivity,
+                          calibration=calibration, progress=False)
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_non_finite_calibration_refused(trained, bad):
+    model, (x, y), _ = trained
+    x = x.clone()
+    x[5, 7] = bad
+    with pytest.raises(ValueError, match="calibration batch 0: the inputs contain NaN or inf"):
+        allocate_bits(model, OPTIONS, AverageBits(3.0), calibration=x, progress=False)
+    with pytest.raises(ValueError, match="calibration batch 1: the inputs contain NaN or inf"):
+        allocate_bits(model, OPTIONS, AverageBits(3.0), "fisher",
+                      calibration=[(x[:4].nan_to_num(), y[:4]), (x, y)], progress=False)
+
+
+def test_empty_calibration_refused(trained):
+    model, (x, y), _ = trained
+    with pytest.raises(ValueError, match=r"calibration batch 0: the inputs are empty .*\(N >= 1\)"):
+        allocate_bits(model, OPTIONS, AverageBits(3.0), calibration=x[:0], progress=False)
+    with pytest.raises(ValueError, match=r"calibration batch 0: the inputs are empty"):
+        allocate_bits(model, OPTIONS, AverageBits(3.0), "fisher", calibration=(x[:0], y[:0]),
+                      progress=False)
+    with pytest.raises(ValueError, match="calibration is empty; pass a tensor of inputs"):
+        allocate_bits(model, OPTIONS, AverageBits(3.0), calibration=[], progress=False)
+
+
+def test_numpy_calibration_refused(trained):
+    model, (x, y), _ = trained
+    with pytest.raises(TypeError, match=r"calibration must be a tensor .* numpy.ndarray: "
+                                        r"convert it with torch.from_numpy"):
+        allocate_bits(model, OPTIONS, AverageBits(3.0), calibration=x.numpy(), progress=False)
+    with pytest.raises(TypeError, match=r"batch 0: the targets must be a torch.Tensor; got "
+                                        r"numpy.ndarray"):
+        allocate_bits(model, OPTIONS, AverageBits(3.0), "fisher",
+                      calibration=[(x, y.numpy())], progress=False)
+
+
+def test_string_ties_refused(trained):
+    model, calibration, _ = trained
+    with pytest.raises(TypeError, match=r"ties must be a sequence of groups of layer names, "
+                                        r"e.g. ties=\[\('q', 'k', 'v'\)\]; got '04'"):
+        allocate_bits(model, OPTIONS, AverageBits(3.0), calibration=calibration, ties="04",
+                      progress=False)  # was read as ties ('0',) and ('4',): nothing tied
+    with pytest.raises(TypeError, match="ties must be a sequence .* got '03'"):
+        allocate_bits(model, OPTIONS, AverageBits(3.0), "none", ties="03", progress=False)
+    with pytest.raises(TypeError, match=r"ties\[0\] must be a tuple of layer names"):
+        allocate_bits(model, OPTIONS, AverageBits(3.0), "none", ties=["04"],
+                      progress=False)  # was read as the tie ('0', '4')
+    with pytest.raises(TypeError, match="layers must be a sequence of module names"):
+        allocate_bits(model, OPTIONS, AverageBits(3.0), "none", layers="04", progress=False)
+
+
+def test_bad_input_refused_before_any_work(trained, monkeypatch):
+    """Every check runs before the model is run or a weight quantized."""
+    import compress_extras._allocation as allocation
+
+    model, (x, _), _ = trained
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the arguments were checked")
+
+    monkeypatch.setattr(allocation, "_sensitivity", no_work)
+    with pytest.raises(TypeError, match="ties"):
+        allocate_bits(model, OPTIONS, AverageBits(3.0), calibration=x, ties="03", progress=False)
+    bad = x.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        allocate_bits(model, OPTIONS, AverageBits(3.0), calibration=bad, progress=False)
