@@ -6,7 +6,7 @@ import contextlib
 import os
 import secrets
 import shutil
-import tempfile
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -34,6 +34,19 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     write_atomic(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def new_file_mode(directory: str | os.PathLike) -> int:
+    """The permission bits a new file gets in ``directory``: ``0o666`` less the umask (found by
+    creating a file there; reading the umask would set it process-wide for a moment). For files
+    that a library writes privately (safetensors' ``save_file`` makes them ``0o600``)."""
+    probe = Path(directory) / f".mode-{secrets.token_hex(6)}.tmp"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        return stat.S_IMODE(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+        os.remove(probe)
+
+
 def fsync_path(path: Path) -> None:
     """Flush a file, or a directory entry on POSIX, to disk (best effort for directories)."""
     flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
@@ -53,10 +66,11 @@ def fsync_path(path: Path) -> None:
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``path``; on success it replaces ``path``.
 
-    If the body raises, the temporary folder is deleted and ``path`` is left as it was. An
-    existing ``path`` is renamed aside, the new folder renamed in (if that fails, the old one is
-    put back), and only then the old one deleted, so at every instant one complete version
-    exists; after a crash between the two renames the previous version survives as
+    The folder is created with mode ``0o777`` less the umask (the usual permissions, not
+    ``mkdtemp``'s private ``0o700``). If the body raises, it is deleted and ``path`` is left as
+    it was. An existing ``path`` is renamed aside, the new folder renamed in (if that fails, the
+    old one is put back), and only then the old one deleted, so at every instant one complete
+    version exists; after a crash between the two renames the previous version survives as
     ``.<name>.old-*`` beside ``path``.
 
     >>> import tempfile
@@ -68,7 +82,13 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    while True:  # os.mkdir is exclusive: a name taken by someone else is never reused
+        tmp = path.parent / f".{path.name}.tmp-{secrets.token_hex(6)}"
+        try:
+            os.mkdir(tmp, 0o777)
+            break
+        except FileExistsError:
+            continue
     old: Path | None = None
     done = False
     try:

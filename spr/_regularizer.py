@@ -132,6 +132,7 @@ class SPRegularizer(nn.Module):
         matrices = {name: _block_matrix(parts).detach() for name, parts in blocks}
         self.block_names_ = names
         self.block_shapes_ = {name: tuple(W.shape) for name, W in matrices.items()}
+        self._part_shapes = {name: [tuple(p.shape) for p in parts] for name, parts in blocks}
         self.n_entries_ = sum(G * n for G, n in self.block_shapes_.values())
 
         if reference is not None:
@@ -220,7 +221,19 @@ class SPRegularizer(nn.Module):
                 f"groups: the blocks changed since construction; expected {self.block_names_}, "
                 f"got {list(blocks)}"
             )
+        for name in self.block_names_:
+            if [tuple(p.shape) for p in blocks[name]] != self._part_shapes[name]:
+                self._raise_changed_shape(name, blocks[name])
         return blocks
+
+    def _raise_changed_shape(self, name: str, parts: Parts) -> None:
+        now = (int(parts[0].shape[0]), sum(int(p.shape[1]) for p in parts))
+        raise ValueError(
+            "the model changed shape since this SPRegularizer was built (pruned by "
+            f"remove_pruned(inplace=True)?): block {name!r} was {self.block_shapes_[name]} "
+            f"(groups, group length) and is now {now}; build a new SPRegularizer for the "
+            "pruned model"
+        )
 
     def _bucket_matrices(self):
         blocks = self._current_blocks()

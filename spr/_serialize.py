@@ -5,7 +5,8 @@ Conv/Linear/BatchNorm modules with smaller ``in_channels``, ``out_features``, ``
 ... and parameters and buffers of the matching shapes. :func:`save_pruned` writes a directory
 
     architecture.json   format tag, model class, every module's type and width attributes,
-                        every state-dict tensor's shape, the sha256 of model.safetensors
+                        every state-dict tensor's shape, the sha256 of model.safetensors and
+                        the sha256 of its own content (``architecture_sha256``)
     model.safetensors   the state dict
 
 and :func:`load_pruned` rebuilds the pruned model from a freshly constructed dense one. Nothing
@@ -37,11 +38,16 @@ import safetensors.torch
 import torch
 from torch import Tensor, nn
 
-from spr._atomic import atomic_dir, fsync_path
+from spr._atomic import atomic_dir, fsync_path, new_file_mode
+from spr.models import PadShortcut
 
 __all__ = ["FORMAT", "WIDTH_ATTRS", "load_pruned", "save_pruned"]
 
-FORMAT = "spr.pruned/1"
+#: The format save_pruned writes. ``/2`` added ``architecture_sha256``, a checksum of the JSON's
+#: own content, so that an edited width is refused before anything is built; ``/1`` saves (no
+#: checksum) are still read, their widths checked against the weights' shapes instead.
+FORMAT = "spr.pruned/2"
+FORMAT_1 = "spr.pruned/1"
 ARCHITECTURE = "architecture.json"
 WEIGHTS = "model.safetensors"
 
@@ -95,6 +101,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _content_sha256(architecture: dict[str, Any]) -> str:
+    """sha256 of the architecture's entries other than ``architecture_sha256`` itself, in a
+    canonical form (sorted keys, no whitespace): re-indenting the file does not change it."""
+    content = {k: v for k, v in architecture.items() if k != "architecture_sha256"}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
 def _state_tensors(model: nn.Module) -> dict[str, Tensor]:
     tensors = {}
     for key, value in model.state_dict().items():
@@ -113,10 +127,12 @@ def _state_tensors(model: nn.Module) -> dict[str, Tensor]:
 def save_pruned(model: nn.Module, path: str | os.PathLike) -> Path:
     """Save a (pruned) model to the directory ``path``, atomically; returns ``path`` as a Path.
 
-    Writes ``architecture.json`` (human-readable: the format tag ``"spr.pruned/1"``, the model
+    Writes ``architecture.json`` (human-readable: the format tag ``"spr.pruned/2"``, the model
     class, every module's type and its :data:`WIDTH_ATTRS`, every state-dict tensor's shape, the
-    sha256 of the weights, the spr version) and ``model.safetensors`` (the state dict, each
-    tensor copied to a contiguous CPU tensor; tied tensors are stored once per key).
+    sha256 of the weights, the spr version, and the sha256 of these entries) and
+    ``model.safetensors`` (the state dict, each tensor copied to a contiguous CPU tensor; tied
+    tensors are stored once per key). The folder and both files get the usual permissions
+    (``0o777`` and ``0o666`` less the umask).
 
     Both files are written into a temporary directory next to ``path`` and then moved into place:
     an existing save at ``path`` is renamed aside, the new directory renamed in, and only then
@@ -150,6 +166,10 @@ def save_pruned(model: nn.Module, path: str | os.PathLike) -> Path:
     }
     with atomic_dir(target) as tmp:
         safetensors.torch.save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        try:  # save_file makes it private (0o600); give it the JSON's usual permissions
+            os.chmod(tmp / WEIGHTS, new_file_mode(tmp))
+        except OSError:  # a file system without POSIX permissions: nothing to fix
+            pass
         fsync_path(tmp / WEIGHTS)
         architecture = {
             "format": FORMAT,
@@ -159,6 +179,7 @@ def save_pruned(model: nn.Module, path: str | os.PathLike) -> Path:
             "safetensors_sha256": _sha256(tmp / WEIGHTS),
             "spr_version": spr.__version__,
         }
+        architecture["architecture_sha256"] = _content_sha256(architecture)
         with open(tmp / ARCHITECTURE, "w", encoding="utf-8") as f:
             json.dump(architecture, f, indent=2)
             f.write("\n")
@@ -184,17 +205,32 @@ def _read_architecture(json_path: Path) -> dict[str, Any]:
         architecture = json.loads(json_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{json_path} is not valid JSON: {e}") from None
-    if not isinstance(architecture, dict) or architecture.get("format") != FORMAT:
+    if not isinstance(architecture, dict) or architecture.get("format") not in (FORMAT, FORMAT_1):
         found = architecture.get("format") if isinstance(architecture, dict) else None
-        raise ValueError(f"{json_path} is not a {FORMAT!r} save (format tag: {found!r})")
-    for key, kind in (
+        raise ValueError(
+            f"{json_path} is not a pruned-model save this spr reads (format tag: {found!r}; "
+            f"known: {FORMAT_1!r}, {FORMAT!r})"
+        )
+    required: tuple[tuple[str, type], ...] = (
         ("model_class", str),
         ("modules", dict),
         ("tensors", dict),
         ("safetensors_sha256", str),
-    ):
+    )
+    if architecture["format"] == FORMAT:
+        required += (("architecture_sha256", str),)
+    for key, kind in required:
         if not isinstance(architecture.get(key), kind):
             raise ValueError(f"{json_path} lacks {key!r} or it is not a {kind.__name__}")
+    if architecture["format"] == FORMAT:
+        recorded, content = architecture["architecture_sha256"], _content_sha256(architecture)
+        if recorded != content:
+            raise ValueError(
+                f"{json_path} was changed after it was saved: its entries no longer match the "
+                f"architecture_sha256 it records (recorded {recorded[:12]}..., content "
+                f"{content[:12]}...), so its widths cannot be trusted; restore the file from the "
+                "save or save the model again"
+            )
     return architecture
 
 
@@ -235,6 +271,109 @@ def _check_architecture(architecture: dict[str, Any], base_model: nn.Module) -> 
         raise ValueError("checkpoint is from another architecture: " + "; ".join(problems))
 
 
+def _width_constraints(
+    module: nn.Module, w: dict[str, Any]
+) -> tuple[list[tuple[str, int | None, Any, str]], list[str]]:
+    """What the widths ``w`` of ``module`` say about its tensors' shapes, for the layers whose
+    parameters' shapes follow from their widths: ``(tensor, dim, size, the widths saying so)``
+    (dim None: the whole shape), and the widths that contradict each other."""
+    out: list[tuple[str, int | None, Any, str]] = []
+    problems: list[str] = []
+    if isinstance(module, nn.modules.conv._ConvNd):
+        cin, cout, groups = w["in_channels"], w["out_channels"], w["groups"]
+        if groups < 1 or cin % groups or cout % groups:
+            problems.append(f"in_channels={cin} and out_channels={cout} with groups={groups}")
+            return out, problems
+        rows, cols = (cin, cout) if module.transposed else (cout, cin)
+        row_attr, col_attr = ("in", "out") if module.transposed else ("out", "in")
+        out += [
+            ("weight", 0, rows, f"{row_attr}_channels={rows}"),
+            ("weight", 1, cols // groups, f"{col_attr}_channels={cols}, groups={groups}"),
+            ("bias", 0, cout, f"out_channels={cout}"),
+        ]
+    elif isinstance(module, nn.Linear):
+        cin, cout = w["in_features"], w["out_features"]
+        out += [
+            ("weight", None, [cout, cin], f"in_features={cin}, out_features={cout}"),
+            ("bias", None, [cout], f"out_features={cout}"),
+        ]
+    elif isinstance(module, nn.modules.batchnorm._NormBase):  # batch and instance norms
+        n = w["num_features"]
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            out.append((name, None, [n], f"num_features={n}"))
+    elif isinstance(module, nn.GroupNorm):
+        channels, n_groups = w["num_channels"], w["num_groups"]
+        if n_groups < 1 or channels % n_groups:
+            problems.append(f"num_channels={channels} with num_groups={n_groups}")
+        out += [(name, None, [channels], f"num_channels={channels}") for name in ("weight", "bias")]
+    elif isinstance(module, nn.LayerNorm):
+        shape = list(w["normalized_shape"])
+        out += [(name, None, shape, f"normalized_shape={shape}") for name in ("weight", "bias")]
+    elif isinstance(module, nn.Embedding):
+        n, dim = w["num_embeddings"], w["embedding_dim"]
+        out.append(("weight", None, [n, dim], f"num_embeddings={n}, embedding_dim={dim}"))
+    elif isinstance(module, nn.MultiheadAttention):
+        e, kdim, vdim = w["embed_dim"], w["kdim"], w["vdim"]
+        if w["num_heads"] * w["head_dim"] != e:
+            problems.append(
+                f"embed_dim={e} with num_heads={w['num_heads']}, head_dim={w['head_dim']}"
+            )
+        out += [
+            ("in_proj_weight", None, [3 * e, e], f"embed_dim={e}"),
+            ("in_proj_bias", None, [3 * e], f"embed_dim={e}"),
+            ("q_proj_weight", None, [e, e], f"embed_dim={e}"),
+            ("k_proj_weight", None, [e, kdim], f"embed_dim={e}, kdim={kdim}"),
+            ("v_proj_weight", None, [e, vdim], f"embed_dim={e}, vdim={vdim}"),
+            ("bias_k", None, [1, 1, e], f"embed_dim={e}"),
+            ("bias_v", None, [1, 1, e], f"embed_dim={e}"),
+        ]
+    elif isinstance(module, PadShortcut):
+        out.append(("source", None, [w["out_channels"]], f"out_channels={w['out_channels']}"))
+    return out, problems
+
+
+def _check_widths_against_shapes(
+    architecture: dict[str, Any],
+    shapes: dict[str, list[int]],
+    base_model: nn.Module,
+    json_path: Path,
+) -> None:
+    """For saves without a checksum of architecture.json (``spr.pruned/1``): the widths it gives
+    the common layers must agree with the shapes of their weights, or an edited width would
+    build a layer whose attributes contradict its tensors (found only later, e.g. by
+    remove_pruned)."""
+    base_modules = dict(base_model.named_modules(remove_duplicate=False))
+    problems = []
+    for name, entry in architecture["modules"].items():
+        module = base_modules[name]
+        widths = {**_widths(module), **{k: v for k, v in entry.items() if k != "type"}}
+        try:
+            constraints, contradictions = _width_constraints(module, widths)
+        except KeyError as e:  # a width the layer has was neither saved nor on base_model
+            problems.append(f"module {name!r} ({entry['type']}) lacks the width {e}")
+            continue
+        except TypeError:  # a list where a number belongs, or the reverse
+            problems.append(f"module {name!r} ({entry['type']}) has widths of the wrong kind")
+            continue
+        problems += [f"module {name!r} ({entry['type']}) has {c}" for c in contradictions]
+        for tensor, dim, size, why in constraints:
+            key = f"{name}.{tensor}" if name else tensor
+            if key not in shapes:  # an absent bias, running stats not tracked, ...
+                continue
+            shape = shapes[key]
+            actual = shape if dim is None else (shape[dim] if dim < len(shape) else None)
+            if actual != size:
+                problems.append(
+                    f"module {name!r} ({entry['type']}) has {why} but {key} has shape {shape}"
+                )
+    if problems:
+        more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        raise ValueError(
+            f"{json_path}: its widths do not match the weights' shapes in {WEIGHTS} (was the "
+            f"file edited?): {'; '.join(problems[:5])}{more}"
+        )
+
+
 def _tensor_slots(model: nn.Module) -> dict[str, tuple[nn.Module, str, bool]]:
     """state-dict key -> (owning module, attribute name, is a parameter)."""
     slots = {}
@@ -259,10 +398,14 @@ def load_pruned(path: str | os.PathLike, base_model: nn.Module) -> nn.Module:
     stay ``nn.Parameter``, tied ones stay tied), then the weights are loaded strictly.
 
     Everything is checked before ``base_model`` is touched, and on any error it is left as it
-    was: the files exist (``FileNotFoundError``), the JSON has the ``"spr.pruned/1"`` tag, the
+    was: the files exist (``FileNotFoundError``), the JSON has the ``"spr.pruned/2"`` tag and
+    its content matches the ``architecture_sha256`` it records (an edited width is refused), the
     sha256 of model.safetensors matches it, the safetensors file parses, the model class, module
-    names and types and state-dict keys agree with ``base_model`` (``ValueError``). Only JSON and
-    safetensors are read (no ``torch.load``, no pickle), so untrusted files cannot run code.
+    names and types and state-dict keys agree with ``base_model`` (``ValueError``). Saves of the
+    older format ``"spr.pruned/1"``, which has no checksum of the JSON, still load: their widths
+    of convolutions, linear layers, norms, embeddings and multi-head attention are checked
+    against the shapes of the weights instead. Only JSON and safetensors are read (no
+    ``torch.load``, no pickle), so untrusted files cannot run code.
 
     >>> import tempfile
     >>> from torch import nn
@@ -299,6 +442,8 @@ def load_pruned(path: str | os.PathLike, base_model: nn.Module) -> nn.Module:
         raise ValueError(
             f"{weights_path} does not match the tensor shapes in architecture.json: {differ[:5]}"
         )
+    if architecture["format"] == FORMAT_1:  # no checksum of the JSON: check what it says
+        _check_widths_against_shapes(architecture, shapes, base_model, json_path)
     slots = _tensor_slots(base_model)
     if set(slots) != set(tensors):
         raise ValueError(

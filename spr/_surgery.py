@@ -17,6 +17,8 @@ the rest (a sigmoid after a dead channel emits 0.5, which the next layer does se
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -126,8 +128,85 @@ def dead_channels(group: tp.dependency.Group, graph: tp.DependencyGraph) -> list
     return [int(group[0].root_idxs[k]) for k in torch.nonzero(dead).flatten()]
 
 
+def _type_name(value: object) -> str:
+    kind = type(value)
+    if kind.__module__ == "builtins":
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _not_a_tensor(name: str, value: object, what: str = "a torch.Tensor") -> TypeError:
+    numpy = type(value).__module__.split(".")[0] == "numpy"
+    hint = "; convert it with torch.from_numpy(...)" if numpy else ""
+    return TypeError(f"{name} must be {what}; got a {_type_name(value)}{hint}")
+
+
 def _as_tuple(example_inputs: Tensor | Sequence[Tensor]) -> tuple[Tensor, ...]:
-    return (example_inputs,) if isinstance(example_inputs, Tensor) else tuple(example_inputs)
+    """The example inputs as a tuple of finite tensors, or a clear error (before any work)."""
+    if isinstance(example_inputs, Tensor):
+        inputs: tuple = (example_inputs,)
+        names = ["example_inputs"]
+    elif isinstance(example_inputs, (tuple, list)):
+        inputs = tuple(example_inputs)
+        names = [f"example_inputs[{i}]" for i in range(len(inputs))]
+        if not inputs:
+            raise ValueError("example_inputs is empty: pass a batch the model's forward accepts")
+    else:  # a numpy array is a sequence too, but iterating it would pass its rows as arguments
+        raise _not_a_tensor("example_inputs", example_inputs, "a torch.Tensor or a tuple of them")
+    for name, value in zip(names, inputs, strict=True):
+        if not isinstance(value, Tensor):
+            raise _not_a_tensor(name, value)
+        if value.is_floating_point() or value.is_complex():
+            if not bool(torch.isfinite(value).all()):
+                raise ValueError(
+                    f"{name} has NaN or infinite entries: the check of the outputs needs "
+                    "finite example inputs"
+                )
+    return inputs
+
+
+def _check_atol(atol: object) -> float:
+    if isinstance(atol, bool) or not isinstance(atol, numbers.Real):
+        raise ValueError(f"atol must be a finite float >= 0; got {atol!r}")
+    if not math.isfinite(atol) or atol < 0:
+        raise ValueError(f"atol must be a finite float >= 0; got {atol!r}")
+    return float(atol)
+
+
+def _check_finite_state(model: nn.Module) -> None:
+    """Refuse NaN or infinite parameters and floating buffers, naming the first one: with them
+    the outputs of the check are NaN and the fault would be blamed on the pruning."""
+    for kind, named in (("parameter", model.named_parameters), ("buffer", model.named_buffers)):
+        for name, tensor in named():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                bad = int((~torch.isfinite(tensor.detach())).sum())
+                raise PruningError(
+                    f"{kind} {name!r} has NaN or infinite entries ({bad} of {tensor.numel()}); "
+                    "remove_pruned needs finite weights (retrain or restore the model)"
+                )
+
+
+def _ignored_names(model: nn.Module, ignored_layers: Sequence[nn.Module]) -> list[str]:
+    """The names in ``model`` of ``ignored_layers``, or a clear error."""
+    if not isinstance(ignored_layers, (tuple, list, nn.ModuleList)):
+        raise TypeError(
+            "ignored_layers must be a list or tuple of modules of the model; got a "
+            f"{_type_name(ignored_layers)}"
+        )
+    names = {id(module): name for name, module in model.named_modules(remove_duplicate=False)}
+    out = []
+    for i, layer in enumerate(ignored_layers):
+        if not isinstance(layer, nn.Module):
+            raise TypeError(
+                f"ignored_layers[{i}] must be a torch.nn.Module of the model; got a "
+                f"{_type_name(layer)}"
+            )
+        if id(layer) not in names:
+            raise ValueError(
+                f"ignored_layers[{i}] ({type(layer).__name__}) is not a submodule of the model"
+            )
+        out.append(names[id(layer)])
+    return out
 
 
 @torch.no_grad()
@@ -167,9 +246,14 @@ def remove_pruned(
             original's, relative to the largest output magnitude.
 
     Raises:
-        PruningError: Torch-Pruning cannot trace the model, or the outputs changed by more than
-            ``atol`` (a non-zero-preserving layer after a dead channel); the input model is
-            untouched either way unless ``inplace``.
+        TypeError: ``model`` is not an ``nn.Module``, ``example_inputs`` not a tensor or a
+            tuple of tensors (a numpy array, say), ``ignored_layers`` not modules.
+        ValueError: ``atol`` is not a finite float >= 0, ``example_inputs`` is empty or not
+            finite, an ignored layer is not a submodule of ``model``.
+        PruningError: a parameter or buffer has NaN or infinite entries (named), Torch-Pruning
+            cannot trace the model, or the outputs changed by more than ``atol`` (a
+            non-zero-preserving layer after a dead channel); the input model is untouched
+            either way unless ``inplace``, and all the checks above run before any change.
 
     >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
     ...                     nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
@@ -180,8 +264,15 @@ def remove_pruned(
     >>> small[0].out_channels, small[4].in_features, net[0].out_channels
     (3, 108, 4)
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got a {_type_name(model)}")
     inputs = _as_tuple(example_inputs)
+    atol = _check_atol(atol)
+    ignored_names = _ignored_names(model, ignored_layers)
+    _check_finite_state(model)
     target = model if inplace else copy.deepcopy(model)
+    # by name: on the deep copy, the caller's modules are not the ones being pruned
+    ignored = [target.get_submodule(name) for name in ignored_names]
     try:
         before = _outputs(target, inputs)
         with torch.enable_grad():
@@ -195,7 +286,7 @@ def remove_pruned(
             "Pass example_inputs that the model's forward accepts; a forward with data-dependent "
             "control flow cannot be traced (prune such a model's blocks separately)."
         ) from err
-    keep = [*_output_layers(target), *ignored_layers]
+    keep = [*_output_layers(target), *ignored]
     roots = (*_CONVS, nn.Linear, PadShortcut)
     while True:  # removing a channel can kill another (a shortcut that copied it): repeat
         plans = []

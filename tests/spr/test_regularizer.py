@@ -368,3 +368,25 @@ def test_bad_block_weights(change, message):
         weights["conv1"] = change["set"]
     with pytest.raises(ValueError, match=message):
         spr.SPRegularizer(model, lam=1.0, alpha=0.5, block_weights=weights)
+
+
+def test_model_shrunk_after_construction_is_a_clear_error():
+    """Issue 18: remove_pruned(inplace=True) after the regulariser was built."""
+    torch.manual_seed(0)
+    model = ConvBN().eval()
+    reg = spr.SPRegularizer(model, 1.0, 0.5)
+    reg()
+    with torch.no_grad():
+        model.conv.weight[1] = 0
+        model.conv.bias[1] = 0
+        model.bn.weight[1] = 0
+        model.bn.bias[1] = 0
+    spr.remove_pruned(model, torch.randn(2, 2, 5, 5), inplace=True)
+    assert model.conv.out_channels == 2
+    message = r"changed shape since .*SPRegularizer was built.*block 'conv'.*\(3, 11\).*\(2, 11\)"
+    with pytest.raises(ValueError, match=message) as err:
+        reg()
+    assert "build a new SPRegularizer for the pruned model" in str(err.value)
+    with pytest.raises(ValueError, match="changed shape"):
+        reg.indicators()
+    assert spr.SPRegularizer(model, 1.0, 0.5)().isfinite()

@@ -1,5 +1,6 @@
 """save_pruned / load_pruned: round trips of Torch-Pruning-pruned ResNets, atomic saves, checks."""
 
+import copy
 import hashlib
 import json
 import os
@@ -59,6 +60,13 @@ def resnet20_pruned() -> nn.Module:
     return pruned_resnet20()
 
 
+def content_sha256(arch: dict) -> str:
+    """The checksum of format /2, written out: sha256 of the other entries as canonical JSON."""
+    rest = {k: v for k, v in arch.items() if k != "architecture_sha256"}
+    text = json.dumps(rest, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def snapshot(model: nn.Module):
     return (
         {k: v.clone() for k, v in model.state_dict().items()},
@@ -103,7 +111,7 @@ def test_round_trip_is_bit_identical(case, tmp_path):
 def test_json_is_readable_and_records_the_pruned_widths(resnet20_pruned, tmp_path):
     path = save_pruned(resnet20_pruned, tmp_path / "p")
     text = (path / "architecture.json").read_text()
-    assert text.startswith('{\n  "format": "spr.pruned/1"')  # indented, one entry per line
+    assert text.startswith('{\n  "format": "spr.pruned/2"')  # indented, one entry per line
     arch = json.loads(text)
     assert arch["model_class"] == "spr.models._cifar_resnet.CifarResNet"
     assert arch["modules"]["conv1"] == {
@@ -121,6 +129,7 @@ def test_json_is_readable_and_records_the_pruned_widths(resnet20_pruned, tmp_pat
     assert arch["tensors"]["bn1.num_batches_tracked"] == []
     digest = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
     assert arch["safetensors_sha256"] == digest
+    assert arch["architecture_sha256"] == content_sha256(arch)
     assert arch["spr_version"]
     assert sorted(os.listdir(tmp_path)) == ["p"]  # no temporary directories left
 
@@ -165,6 +174,7 @@ def test_unparsable_weights_with_matching_digest(resnet20_pruned, tmp_path):
     weights.write_bytes(weights.read_bytes()[:1000])
     arch = json.loads((path / "architecture.json").read_text())
     arch["safetensors_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    arch["architecture_sha256"] = content_sha256(arch)  # a consistent JSON: the parser speaks
     (path / "architecture.json").write_text(json.dumps(arch))
     base = resnet20(in_channels=1, shortcut="B")
     snap = snapshot(base)
@@ -320,3 +330,126 @@ def test_previous_save_survives_when_it_cannot_be_put_back(resnet20_pruned, tmp_
     (aside,) = os.listdir(tmp_path)  # the new one is cleaned up, the old one set aside intact
     assert aside.startswith(".p.old-")
     assert {name: (tmp_path / aside / name).read_bytes() for name in before} == before
+
+
+# ---- issue 18: an edited architecture.json, old saves, permissions ------------------------------
+
+
+def _edit_json(path, change) -> None:
+    arch = json.loads((path / "architecture.json").read_text())
+    change(arch)
+    (path / "architecture.json").write_text(json.dumps(arch, indent=2))
+
+
+def _as_format_1(arch: dict) -> None:
+    """What save_pruned wrote before the architecture checksum: tag /1, no architecture_sha256."""
+    arch["format"] = "spr.pruned/1"
+    arch.pop("architecture_sha256", None)
+
+
+def test_a_width_edited_in_architecture_json_is_refused(resnet20_pruned, tmp_path):
+    path = save_pruned(resnet20_pruned, tmp_path / "p")
+    arch = json.loads((path / "architecture.json").read_text())
+    assert arch["modules"]["layer1.0.conv1"]["out_channels"] == 16
+
+    def widen(arch):
+        arch["modules"]["layer1.0.conv1"]["out_channels"] = 18
+
+    _edit_json(path, widen)
+    base = resnet20(in_channels=1, shortcut="B")
+    snap = snapshot(base)
+    with pytest.raises(ValueError, match="architecture.json was changed after it was saved") as err:
+        load_pruned(path, base)
+    assert str(path / "architecture.json") in str(err.value)
+    assert_untouched(base, snap)
+    # undone, and re-indented with the keys reordered: the same content, so it loads
+    _edit_json(path, lambda arch: arch["modules"]["layer1.0.conv1"].update(out_channels=16))
+    text = json.dumps(json.loads((path / "architecture.json").read_text()), sort_keys=True)
+    (path / "architecture.json").write_text(text)
+    x = torch.randn(1, 1, 32, 32)
+    assert torch.equal(load_pruned(path, base).eval()(x), resnet20_pruned(x))
+
+
+def test_old_format_1_saves_load_and_their_widths_are_checked_against_the_weights(
+    resnet20_pruned, tmp_path
+):
+    path = save_pruned(resnet20_pruned, tmp_path / "p")
+    _edit_json(path, _as_format_1)
+    x = torch.randn(1, 1, 32, 32)
+    loaded = load_pruned(path, resnet20(in_channels=1, shortcut="B")).eval()
+    assert torch.equal(loaded(x), resnet20_pruned(x))
+
+    def widen(arch):
+        arch["modules"]["layer1.0.conv1"]["out_channels"] = 18
+
+    _edit_json(path, widen)
+    base = resnet20(in_channels=1, shortcut="B")
+    snap = snapshot(base)
+    with pytest.raises(ValueError, match="do not match the weights") as err:
+        load_pruned(path, base)
+    message = str(err.value)
+    assert str(path / "architecture.json") in message
+    assert "'layer1.0.conv1'" in message and "out_channels=18" in message
+    assert "[16, 14, 3, 3]" in message  # the weight as saved (its inputs pruned 16 -> 14)
+    assert_untouched(base, snap)
+
+
+@pytest.mark.parametrize(
+    "module, key, attr, value",
+    [
+        (nn.Linear(4, 3), "", "in_features", 5),
+        (nn.BatchNorm1d(3), "", "num_features", 4),
+        (nn.LayerNorm(6), "", "normalized_shape", [7]),
+        (nn.Embedding(10, 4), "", "embedding_dim", 3),
+        (nn.GroupNorm(2, 4), "", "num_channels", 6),
+        (nn.ConvTranspose2d(4, 6, 3), "", "out_channels", 8),
+        (nn.Conv2d(4, 4, 3, groups=2), "", "groups", 4),
+    ],
+)
+def test_format_1_cross_check_covers_the_common_layers(module, key, attr, value, tmp_path):
+    path = save_pruned(module, tmp_path / "p")
+    _edit_json(path, _as_format_1)
+    load_pruned(path, copy.deepcopy(module))  # unedited: loads
+
+    def edit(arch):
+        arch["modules"][key][attr] = value
+
+    _edit_json(path, edit)
+    base = copy.deepcopy(module)
+    snap = snapshot(base)
+    with pytest.raises(ValueError, match="do not match the weights") as err:
+        load_pruned(path, base)
+    assert f"{attr}=" in str(err.value)
+    assert_untouched(base, snap)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_saves_get_ordinary_permissions(umask, tmp_path):
+    old = os.umask(umask)
+    try:
+        for _ in range(2):  # a fresh save, then one replacing it
+            path = save_pruned(nn.Linear(3, 2), tmp_path / "p")
+            modes = {
+                name: os.stat(p).st_mode & 0o777
+                for name, p in [(".", path), *((q.name, q) for q in path.iterdir())]
+            }
+            assert modes == {
+                ".": 0o777 & ~umask,
+                "architecture.json": 0o666 & ~umask,
+                "model.safetensors": 0o666 & ~umask,
+            }
+    finally:
+        os.umask(old)
+
+
+def test_format_1_widths_of_the_wrong_kind_are_refused(tmp_path):
+    path = save_pruned(nn.Conv2d(4, 3, 1), tmp_path / "p")
+
+    def edit(arch):
+        _as_format_1(arch)
+        arch["modules"][""]["in_channels"] = [4]
+
+    _edit_json(path, edit)
+    with pytest.raises(ValueError, match="'' \\(Conv2d\\) has widths of the wrong kind"):
+        load_pruned(path, nn.Conv2d(4, 3, 1))

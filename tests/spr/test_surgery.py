@@ -207,3 +207,73 @@ def test_all_dead_keeps_one_channel():
     _zero_rows(net[0], net[1], [0, 1, 2])
     pruned = remove_pruned(net, torch.randn(2, 1, 6, 6))
     assert pruned[0].out_channels == 1
+
+
+# ---- issue 18: bad inputs are refused before anything changes ----------------------------------
+
+
+def _small_net():
+    net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).eval()
+    with torch.no_grad():
+        net[0].weight[1] = 0
+        net[0].bias[1] = 0
+    return net
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+@pytest.mark.parametrize(
+    "where, value",
+    [("2.weight", float("nan")), ("0.bias", float("inf")), ("1.running_var", float("nan"))],
+)
+def test_non_finite_weights_are_named(where, value, inplace):
+    net = _small_net()
+    if where == "1.running_var":  # a buffer: a BatchNorm between the layers
+        net = nn.Sequential(net[0], nn.BatchNorm1d(3), nn.ReLU(), net[2]).eval()
+        where, x_layer = "1.running_var", net[1].running_var
+    else:
+        x_layer = net.get_parameter(where)
+    with torch.no_grad():
+        x_layer.view(-1)[0] = value
+    state = copy.deepcopy(net.state_dict())
+    with pytest.raises(PruningError, match=rf"'{where}' has NaN or infinite entries") as err:
+        remove_pruned(net, torch.randn(2, 4), inplace=inplace)
+    assert "does not map 0 to 0" not in str(err.value)
+    assert net[0].out_features == 3
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items() if k != where)
+
+
+@pytest.mark.parametrize("atol", [-1e-5, float("nan"), float("inf"), "1e-5", True, None])
+def test_bad_atol_is_refused(atol):
+    net = _small_net()
+    with pytest.raises(ValueError, match="atol"):
+        remove_pruned(net, torch.randn(2, 4), atol=atol, inplace=True)
+    assert net[0].out_features == 3
+    assert remove_pruned(net, torch.randn(2, 4), atol=0)[0].out_features == 2
+
+
+def test_numpy_and_other_wrong_types_are_refused():
+    np = pytest.importorskip("numpy")
+    net = _small_net()
+    x = torch.randn(2, 4)
+    with pytest.raises(TypeError, match=r"example_inputs.*numpy.*torch.from_numpy"):
+        remove_pruned(net, x.numpy())
+    with pytest.raises(TypeError, match=r"example_inputs\[1\].*numpy"):
+        remove_pruned(net, (x, x.numpy()))
+    with pytest.raises(ValueError, match="example_inputs.*empty"):
+        remove_pruned(net, ())
+    with pytest.raises(ValueError, match="example_inputs.*NaN"):
+        remove_pruned(net, torch.full((2, 4), float("nan")))
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module.*ndarray"):
+        remove_pruned(np.zeros((3, 4)), x)
+    with pytest.raises(TypeError, match=r"ignored_layers\[0\].*ndarray"):
+        remove_pruned(net, x, ignored_layers=[np.zeros(3)])
+    with pytest.raises(ValueError, match=r"ignored_layers\[0\].*not a submodule"):
+        remove_pruned(net, x, ignored_layers=[nn.Linear(4, 3)])
+    assert net[0].out_features == 3
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_ignored_layers_are_kept_on_the_copy_too(inplace):
+    net = _small_net()
+    pruned = remove_pruned(net, torch.randn(2, 4), ignored_layers=[net[0]], inplace=inplace)
+    assert pruned[0].out_features == 3
