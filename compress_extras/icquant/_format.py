@@ -6,10 +6,18 @@ it ends the stream, so truncation and corruption are detected before any weight 
     "ICQ1" | version u8 | bits u8 | index mode u8 (0 none, 1 one B per matrix, 2 one B per block)
     | quantizer name (u8 length + ascii) | dtype name (u8 length + ascii)
     | ndim u8 | shape u32 x ndim | block length n u32 | outliers per block k u32
+    | metadata exponent e i8 (version 2 on)
     | codes (u32 length + bytes: every weight's b-bit code, row-major, packed)
     | widths (u32 length + bytes: mode 1 one u8 B; mode 2 one 5-bit B per block, packed)
     | streams u8, then per stream: B u8 | codes u32 | u32 length + bytes (B-bit gap codes)
     | inlier metadata (u32 length + float16 bytes) | outlier metadata (same) | crc32 u32
+
+The metadata holds ``value * 2^-e``: the weights are scaled by ``2^-e`` (exactly, a power of two)
+before they are coded, ``e`` chosen per matrix so that the largest ``|weight|`` lands in
+``[2^13, 2^14)``, and the decoded values are scaled back by ``2^e``. float16's own range
+(6e-8 .. 65504) would otherwise flush the scales of small weights (1e-7: relative error above 1)
+and overflow on large ones (1e6). Version 1 (the previous release) has no exponent field and
+reads as ``e = 0``.
 """
 
 from __future__ import annotations
@@ -18,10 +26,12 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-__all__ = ["MAGIC", "VERSION", "CorruptStreamError", "Reader", "Writer"]
+__all__ = ["MAGIC", "READABLE_VERSIONS", "VERSION", "CorruptStreamError", "Reader",
+           "Writer"]
 
 MAGIC = b"ICQ1"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class CorruptStreamError(ValueError):
@@ -39,6 +49,9 @@ class Writer:
 
     def u32(self, value: int) -> None:
         self.parts.append(struct.pack("<I", value))
+
+    def i8(self, value: int) -> None:
+        self.parts.append(struct.pack("<b", value))
 
     def text(self, value: str) -> None:
         raw = value.encode("ascii")
@@ -60,6 +73,7 @@ class Reader:
 
     data: bytes
     offset: int = 0
+    version: int = VERSION
 
     @classmethod
     def open(cls, data: bytes) -> Reader:
@@ -70,10 +84,10 @@ class Reader:
         if zlib.crc32(body) != crc:
             raise CorruptStreamError("ICQuant stream is corrupted or truncated (CRC-32 mismatch)")
         reader = cls(body, len(MAGIC))
-        version = reader.u8()
-        if version != VERSION:
-            raise CorruptStreamError(f"ICQuant stream version {version}; this reader knows "
-                                     f"{VERSION}")
+        reader.version = reader.u8()
+        if reader.version not in READABLE_VERSIONS:
+            raise CorruptStreamError(f"ICQuant stream version {reader.version}; this reader "
+                                     f"knows versions {', '.join(map(str, READABLE_VERSIONS))}")
         return reader
 
     def take(self, size: int) -> bytes:
@@ -88,6 +102,9 @@ class Reader:
 
     def u32(self) -> int:
         return struct.unpack("<I", self.take(4))[0]
+
+    def i8(self) -> int:
+        return struct.unpack("<b", self.take(1))[0]
 
     def text(self) -> str:
         raw = self.take(self.u8())

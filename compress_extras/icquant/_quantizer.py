@@ -12,6 +12,10 @@ matrix or per block. The total rate is::
 
 and every figure reported (``bits_per_weight``, ``index_bits_per_weight``) is counted from the
 bytes of :meth:`ICQuantized.to_bytes`, which :meth:`ICQuantized.from_bytes` reads back.
+The float16 metadata is stored relative to a per-matrix power of two ``2^e`` (one byte): W is
+scaled by ``2^-e`` so its largest magnitude lies in ``[2^13, 2^14)``, coded, and decoded values are
+scaled back, so weights of 1e-7 or 1e6 code exactly as well as unit weights (power-of-two scaling is
+exact and commutes with every step). Only ``max |W| < 2^-115`` (about 2.4e-35) is refused.
 ``outlier_ratio=0`` is the plain quantizer (no index stream).
 
 Shapes: W (out, ...) is flattened to (out, in); the result dequantizes to W's shape and dtype.
@@ -27,6 +31,7 @@ True
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -49,6 +54,8 @@ from compress_extras.icquant._scalar import QUANTIZERS
 __all__ = ["ICQuantized", "ICQuantizer"]
 
 WIDTH_FIELD_BITS = 5  # a per-block B in 1..31
+METADATA_TOP = 14  # the largest |weight| is scaled into [2^(TOP-1), 2^TOP): metadata < 2^15 < 65504
+MIN_EXPONENT = -128  # the exponent is stored as an i8 (float32 never needs more than 128 - 14)
 MODES = {"none": 0, "matrix": 1, "row": 2}
 SEARCH_WIDTHS = range(1, 17)
 
@@ -112,6 +119,8 @@ class ICQuantizer:
     def quantize(self, W: Tensor) -> ICQuantized:
         """Code ``W``; the result dequantizes, counts its bits and serialises."""
         blocks = self.blocks(W)
+        exponent = _metadata_exponent(blocks)
+        blocks = _scale_pow2(blocks, -exponent)
         rows, n = blocks.shape
         k = int(self.outlier_ratio * n + 0.5)
         mask = torch.zeros(rows, n, dtype=torch.bool)
@@ -131,7 +140,31 @@ class ICQuantizer:
             shape=tuple(W.shape), dtype=str(W.dtype).removeprefix("torch."), bits=self.bits,
             quantizer=self.quantizer, block_length=n, outliers=k,
             codes=pack_bits(codes.numpy(), self.bits), index_mode=mode, widths=widths,
-            streams=streams, inlier_metadata=in_meta.numpy(), outlier_metadata=out_meta.numpy())
+            streams=streams, inlier_metadata=in_meta.numpy(), outlier_metadata=out_meta.numpy(),
+            metadata_exponent=exponent)
+
+
+def _metadata_exponent(blocks: Tensor) -> int:
+    """The ``e`` that scales max |W| into ``[2^(METADATA_TOP-1), 2^METADATA_TOP)`` (0 for W = 0)."""
+    largest = float(blocks.abs().max())
+    if largest == 0.0:
+        return 0
+    exponent = math.frexp(largest)[1] - METADATA_TOP  # largest in [2^(x-1), 2^x)
+    if exponent < MIN_EXPONENT:
+        raise ValueError(
+            f"W's largest |weight| is {largest:.3g}, below the 2^{MIN_EXPONENT + METADATA_TOP - 1}"
+            f" (~{2.0 ** (MIN_EXPONENT + METADATA_TOP - 1):.2g}) that ICQuant's metadata exponent "
+            "reaches; scale W up (by a power of two) before quantizing, and back afterwards")
+    return exponent
+
+
+def _scale_pow2(values: Tensor, exponent: int) -> Tensor:
+    """``values * 2^exponent``, exactly (correctly rounded only where the result is subnormal)."""
+    if exponent == 0:
+        return values
+    if -126 <= exponent <= 127:  # 2^exponent is a normal float32: one exact float32 multiply
+        return values * 2.0**exponent
+    return (values.double() * 2.0**exponent).to(values.dtype)
 
 
 def _index_streams(mask: NDArray[np.bool_], k: int, index_bits: int | str):
@@ -169,7 +202,10 @@ class ICQuantized:
         codes: every weight's b-bit code, packed (bytes).
         index_mode: ``"none"``, ``"matrix"`` or ``"row"``; widths: (blocks,) gap width B.
         streams: ``(B, number of codes, bytes)`` per distinct B, blocks in order.
-        inlier_metadata, outlier_metadata: (blocks, p) float16.
+        inlier_metadata, outlier_metadata: (blocks, p) float16, of the weights scaled by
+            ``2^-metadata_exponent``.
+        metadata_exponent: ``e``, the power of two the decoded values are scaled back by (0 in
+            version-1 streams).
     """
 
     shape: tuple[int, ...]
@@ -184,6 +220,7 @@ class ICQuantized:
     streams: tuple[tuple[int, int, bytes], ...]
     inlier_metadata: NDArray[np.float16]
     outlier_metadata: NDArray[np.float16]
+    metadata_exponent: int = 0
 
     @property
     def numel(self) -> int:
@@ -259,6 +296,7 @@ class ICQuantized:
                                         self.bits).reshape(-1)
         values[mask] = outlier_q.decode(codes[mask].reshape(rows, k), meta_out,
                                         self.bits).reshape(-1)
+        values = _scale_pow2(values, self.metadata_exponent)
         return values.reshape(self.shape).to(dtype or getattr(torch, self.dtype))
 
     def to_bytes(self) -> bytes:
@@ -275,6 +313,7 @@ class ICQuantized:
             w.u32(size)
         w.u32(self.block_length)
         w.u32(self.outliers)
+        w.i8(self.metadata_exponent)
         w.blob(self.codes)
         w.blob(self._width_field())
         w.u8(len(self.streams))
@@ -295,6 +334,7 @@ class ICQuantized:
         quantizer, dtype = r.text(), r.text()
         shape = tuple(r.u32() for _ in range(r.u8()))
         n, k = r.u32(), r.u32()
+        exponent = r.i8() if r.version >= 2 else 0
         modes = {v: m for m, v in MODES.items()}
         numel = int(np.prod(shape)) if shape else 0
         if (mode_id not in modes or quantizer not in QUANTIZERS or not 1 <= bits <= 8
@@ -333,7 +373,8 @@ class ICQuantized:
         r.done()
         return cls(shape=shape, dtype=dtype, bits=bits, quantizer=quantizer, block_length=n,
                    outliers=k, codes=codes, index_mode=mode, widths=widths,
-                   streams=tuple(streams), inlier_metadata=meta[0], outlier_metadata=meta[1])
+                   streams=tuple(streams), inlier_metadata=meta[0], outlier_metadata=meta[1],
+                   metadata_exponent=exponent)
 
 
 def _tensor(raw: bytes, device: torch.device) -> Tensor:

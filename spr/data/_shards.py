@@ -77,6 +77,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMAT_VERSION",
     "INDEX_NAME",
+    "MAX_CLASSES",
     "CorruptShardError",
     "ShardedDataset",
     "read_shards",
@@ -88,6 +89,7 @@ INDEX_NAME = "index.bin"
 MAGIC = b"SPRSHARD"
 SHARD_BYTES = 64 << 20  # default shard size when samples_per_shard is not given
 PROGRESS_MIN = 10_000  # progress=None shows a bar from this many samples on
+MAX_CLASSES = 1 << 20  # labels are class indices 0..C-1, C at most this (C names are stored)
 VERIFY_MODES = ("lazy", "open", "never")
 _SHARD_RE = re.compile(r"shard-[0-9a-f]{8}-\d{5,}\.bin")
 _TMP_RE = re.compile(r"\.(shard-[0-9a-f]{8}-\d{5,}\.bin|index\.bin)\.[0-9a-f]{8}\.tmp")
@@ -194,11 +196,7 @@ class _ShardWriter:
             )
         if len(labels) != len(samples):
             raise ValueError(f"{len(samples)} samples but {len(labels)} labels")
-        if len(labels) and int(labels.min()) < 0:
-            raise ValueError(
-                f"labels must be >= 0; sample {where + int(np.argmin(labels))} has "
-                f"{int(labels.min())}"
-            )
+        _check_labels(labels, None, where)
 
     def add(self, sample: np.ndarray, label: int) -> None:
         """Append one sample (uint8, any shape of the first sample's number of axes)."""
@@ -259,16 +257,10 @@ class _ShardWriter:
         if self.n == 0:
             raise ValueError("nothing to write: the source has no samples")
         labels = np.frombuffer(self.labels, np.int64)
+        _check_labels(labels, classes)
         if classes is None:
             classes = tuple(str(k) for k in range(int(labels.max()) + 1))
         classes = tuple(str(c) for c in classes)
-        if not classes:
-            raise ValueError("classes must name at least one class")
-        if int(labels.max()) >= len(classes):
-            raise ValueError(
-                f"labels must lie in [0, {len(classes) - 1}] for {len(classes)} classes; "
-                f"got a {int(labels.max())}"
-            )
         shapes = np.frombuffer(self.shapes, np.int32).reshape(self.n, -1)
         uniform = bool((shapes == shapes[0]).all())
         header = {
@@ -294,6 +286,38 @@ class _ShardWriter:
             if (_SHARD_RE.fullmatch(p.name) and p.name not in keep) or _TMP_RE.fullmatch(p.name):
                 p.unlink(missing_ok=True)
         return self.folder / INDEX_NAME
+
+
+def _check_labels(labels: np.ndarray, classes: Sequence[str] | None, first: int = 0) -> None:
+    """Labels (k,) int64 of samples ``first ..`` must be class indices ``0..C-1``: C the number of
+    ``classes`` when given, else implied by the largest label; C at most :data:`MAX_CLASSES` (a
+    class name is stored for each). Cheap: raises before anything is built."""
+    if classes is not None and not 1 <= len(classes) <= MAX_CLASSES:
+        raise ValueError(
+            f"classes must name between 1 and {MAX_CLASSES:,} classes (or be None for '0', "
+            f"'1', ...); got {len(classes):,}"
+        )
+    if not len(labels):
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0:
+        raise ValueError(
+            f"labels must be >= 0 (class indices 0..C-1); sample {first + int(np.argmin(labels))} "
+            f"has {low}"
+        )
+    where = first + int(np.argmax(labels))
+    if classes is not None and high >= len(classes):
+        raise ValueError(
+            f"labels must lie in [0, {len(classes) - 1}] for the {len(classes)} classes given; "
+            f"sample {where} has {high}. Pass one class name per label value, or relabel"
+        )
+    if high >= MAX_CLASSES:
+        raise ValueError(
+            f"labels must be class indices 0..C-1 with C at most {MAX_CLASSES:,}; sample {where} "
+            f"has {high}, which would imply {high + 1:,} classes (one default name each). "
+            "Relabel to 0..C-1 (e.g. np.unique(labels, return_inverse=True)[1]) and pass the "
+            "original values as classes=[...]"
+        )
 
 
 def _encode_index(
@@ -358,7 +382,9 @@ def write_shards(
     Args:
         source: an :class:`ImageSplit` (e.g. ``fashion_mnist("train")``, ``cifar(...)``,
             ``digits(...)``), a :class:`ShardedDataset`, or a pair ``(images, labels)``:
-            (N, *shape) uint8 and (N,) integer labels >= 0 (tensors or numpy arrays).
+            (N, *shape) uint8 and (N,) integer labels, class indices ``0..C-1`` (tensors or
+            numpy arrays); without ``classes``, C (the largest label + 1) is at most
+            :data:`MAX_CLASSES`. Bad labels are refused before anything is written.
         folder: where to write (created if missing). Concurrent writes into one folder
             are not supported.
         samples_per_shard: samples per shard file (the last may hold fewer); None for
@@ -385,6 +411,9 @@ def write_shards(
     """
     images, labels, classes, name = _source_arrays(source, classes, name)
     n = len(images)
+    if n == 0:
+        raise ValueError("nothing to write: the source has no samples")
+    _check_labels(labels, classes)  # before the folder is created or anything allocated
     size = math.prod(images.shape[1:])
     per = (
         samples_per_shard if samples_per_shard is not None else max(1, SHARD_BYTES // max(size, 1))

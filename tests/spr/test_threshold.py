@@ -82,3 +82,45 @@ def test_channels_last_weights_are_refused():
     with pytest.raises(ValueError, match="channels-last"):
         spr.threshold_search(model, [(torch.zeros(1, 1, 8, 8), torch.zeros(1).long())],
                              progress=False)
+
+
+# --- bad weights and labels are refused before any work (issue 18) -------------------------------
+
+def _tiny_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4),
+                               torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3))
+
+
+class _CountingLoader:
+    def __init__(self, batches):
+        self.batches, self.passes = batches, 0
+
+    def __iter__(self):
+        self.passes += 1
+        return iter(self.batches)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("where", ["0.weight", "4.weight", "1.running_var"])
+def test_non_finite_weights_are_refused_before_any_pass(bad, where):
+    net = _tiny_net()
+    with torch.no_grad():
+        dict([*net.named_parameters(), *net.named_buffers()])[where].view(-1)[1] = bad
+    loader = _CountingLoader([(torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,)))])
+    with pytest.raises(ValueError, match=rf"'{where}'.*non-finite") as error:
+        spr.threshold_search(net, loader, progress=False)
+    assert "finite" in str(error.value) and loader.passes == 0
+
+
+@pytest.mark.parametrize("labels", [torch.tensor([0, 1, 2, 3]), torch.tensor([0, -1, 2, 1]),
+                                    torch.tensor([0.0, 1.5, 2.0, 1.0])])
+def test_labels_outside_the_model_classes_are_refused(labels):
+    net = _tiny_net()
+    state = copy.deepcopy(net.state_dict())
+    loader = _CountingLoader([(torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 0])),
+                              (torch.randn(4, 1, 8, 8), labels)])
+    with pytest.raises(ValueError, match=r"labels.*0\.\.2.*3 classes") as error:
+        spr.threshold_search(net, loader, max_drop=100.0, progress=False)
+    assert "batch 1" in str(error.value) and loader.passes == 1  # only the dense pass ran
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())

@@ -113,8 +113,12 @@ def test_shapes_dtypes_and_groups():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_gpu_dequantization_matches_the_cpu():
-    coded = ICQuantizer(2, 0.05, "lloyd").quantize(student_t(64, 1024))
+@pytest.mark.parametrize("largest", [None, 1e-7, 1e6, 1e-30, 2.0**-114])
+def test_gpu_dequantization_matches_the_cpu(largest):
+    W = student_t(64, 1024)
+    if largest is not None:  # 2^-114: the exponent -127, scaled back in float64
+        W = W / W.abs().max() * largest
+    coded = ICQuantizer(2, 0.05, "lloyd").quantize(W)
     assert torch.equal(coded.dequantize("cuda").cpu(), coded.dequantize())
 
 
@@ -173,3 +177,87 @@ def test_a_forged_index_with_a_valid_checksum_is_still_refused():
         parsed.dequantize()
     with pytest.raises(ValueError, match="past the row length"):
         parsed.outlier_mask()
+
+
+# --- metadata range: tiny and huge weights (issue 18) ---------------------------------------------
+
+SETTINGS = [dict(bits=b, outlier_ratio=r, quantizer=q)
+            for q in ("rtn", "lloyd") for b in (2, 4, 8) for r in (0.0, 0.05)]
+
+
+def relative_error(coded: ICQuantized, W: torch.Tensor) -> float:
+    W64 = W.double()
+    return float((coded.dequantize().double() - W64).norm() / W64.norm())
+
+
+@pytest.mark.parametrize("settings", SETTINGS)
+@pytest.mark.parametrize("scale", [1e-7, 3e-5, 1e6, 1e30, 1e-30])
+def test_tiny_and_huge_weights_are_coded_as_well_as_unit_weights(settings, scale):
+    """The float16 metadata once underflowed (1e-7: relative error 1-2.3, silently) and
+    overflowed (1e6: refused); a per-matrix power-of-two exponent now keeps every scale exact."""
+    W = student_t(8, 512, seed=2)
+    unit = relative_error(ICQuantizer(**settings).quantize(W), W)
+    coded = ICQuantizer(**settings).quantize(W * scale)
+    assert relative_error(coded, W * scale) <= 1.05 * unit + 1e-6
+    again = ICQuantized.from_bytes(coded.to_bytes())
+    assert torch.equal(again.dequantize(), coded.dequantize())
+
+
+@pytest.mark.parametrize("exponent", [-23, -17, 20, 100])
+def test_power_of_two_scaling_commutes_with_coding_bit_exactly(exponent):
+    W = student_t(6, 256, seed=4)
+    for settings in SETTINGS:
+        unit = ICQuantizer(**settings).quantize(W)
+        scaled = ICQuantizer(**settings).quantize(W * 2.0**exponent)
+        assert torch.equal(scaled.dequantize(), unit.dequantize() * 2.0**exponent), settings
+        assert scaled.codes == unit.codes and scaled.streams == unit.streams
+        np.testing.assert_array_equal(scaled.inlier_metadata, unit.inlier_metadata)
+
+
+@pytest.mark.parametrize("settings", SETTINGS[:3])
+def test_the_smallest_exponents_still_code_well(settings):
+    W = student_t(8, 512, seed=2)
+    unit = relative_error(ICQuantizer(**settings).quantize(W), W)
+    for largest in (2.0**-100, 2.0**-114):  # exponents -113 and -127 (scaled in float64)
+        W_small = W / W.abs().max() * largest
+        coded = ICQuantizer(**settings).quantize(W_small)
+        assert coded.metadata_exponent == {2.0**-100: -113, 2.0**-114: -127}[largest]
+        assert relative_error(coded, W_small) <= 1.05 * unit + 1e-4
+        assert torch.equal(ICQuantized.from_bytes(coded.to_bytes()).dequantize(),
+                           coded.dequantize())
+
+
+def test_weights_below_the_metadata_range_are_refused_naming_W():
+    W = student_t(4, 64) * 1e-37
+    with pytest.raises(ValueError, match=r"W's largest \|weight\|.*scale W up"):
+        ICQuantizer(2, 0.05).quantize(W)
+    zero = ICQuantizer(2, 0.05).quantize(torch.zeros(4, 64))  # all-zero is fine (exact)
+    assert torch.equal(zero.dequantize(), torch.zeros(4, 64))
+
+
+# A version-1 stream (float16 metadata, no exponent) written by the previous release.
+V1_STREAM = bytes.fromhex(
+    "494351310102010372746e07666c6f61743332020200000010000000100000000200000008000000e0156abf"
+    "0155aafc01000000030103050000000200000001f80800000040bd55380037ab3808000000c03d0030a040c0"
+    "3e8d55d279")
+V1_VALUES = [
+    [-1.5625, -1.4375, -1.3125, -1.3125, -1.3125, -0.77099609375, -0.77099609375,
+     -0.77099609375, -0.77099609375, -0.2294921875, -0.2294921875, -0.2294921875,
+     -0.2294921875, 0.31201171875, 0.31201171875, 0.31201171875],
+    [0.4375, 0.4375, 0.4375, 4.0, 1.02099609375, 1.02099609375, 1.02099609375, 1.02099609375,
+     1.6044921875, 1.6044921875, 1.6044921875, 1.6044921875, 2.18798828125, 2.18798828125,
+     2.18798828125, 2.3125]]
+
+
+def test_version_1_streams_still_read_and_unknown_versions_are_refused():
+    old = ICQuantized.from_bytes(V1_STREAM)
+    assert old.metadata_exponent == 0 and old.dequantize().tolist() == V1_VALUES
+    again = ICQuantized.from_bytes(old.to_bytes())  # rewritten in the current version
+    assert torch.equal(again.dequantize(), old.dequantize())
+    body = bytearray(old.to_bytes()[:-4])
+    body[4] = 99
+    import struct
+    import zlib
+    future = bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
+    with pytest.raises(CorruptStreamError, match="version 99"):
+        ICQuantized.from_bytes(future)

@@ -311,3 +311,38 @@ def test_progress_bar_for_large_datasets(tmp_path, capsys):
     assert "shards ->" in capsys.readouterr().err
     write_shards((images[:10], np.zeros(10, np.int64)), tmp_path, overwrite=True)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("big", [10**12, 2**20])
+def test_a_huge_label_is_refused_before_anything_is_built_or_written(tmp_path, data, big):
+    """One label of 10**12 once built 10**12 default class names (MemoryError after 12 s)."""
+    images, labels = data
+    labels = labels.copy()
+    labels[7] = big
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=rf"labels must be class indices 0\.\.C-1.*sample 7.*"
+                                         rf"{big + 1:,} classes") as error:
+        write_shards((images, labels), out)
+    assert "classes=" in str(error.value)  # says how to fix it
+    assert not out.exists()
+    assert shards_mod.MAX_CLASSES == 2**20
+
+
+def test_labels_beyond_the_given_classes_are_refused_before_writing(tmp_path, data):
+    images, labels = data
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 1\].*sample"):
+        write_shards((images, labels), out, classes=["a", "b"])
+    with pytest.raises(ValueError, match=">= 0"):
+        write_shards((images, labels - 1), out)
+    with pytest.raises(ValueError, match="nothing to write"):
+        write_shards((images[:0], labels[:0]), out)
+    assert not out.exists()
+
+
+def test_a_converter_refuses_a_huge_label_at_that_sample(tmp_path):
+    """The streaming writer (dataset_to_shards) checks each label as it arrives."""
+    items = [(np.zeros((4, 4), np.uint8), 0), (np.zeros((4, 4), np.uint8), 10**12)]
+    with pytest.raises(ValueError, match=r"0\.\.C-1.*sample 1 .*1,000,000,000,001 classes"):
+        dataset_to_shards(items, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or files(tmp_path / "out") == []
