@@ -193,7 +193,7 @@ def solve_osscar(problem: mip.LayerProblem, k: int, time_limit: float = 60.0,
     of n_groups or group indices, whose size is kept). Each sweep evaluates every exchange of one
     kept with one dropped group and accepts the **best** improving swap (best improvement);
     it stops when no swap improves the score by more than 1e-12 relative, or when time is up
-    (checked after each batch).
+    (checked after each chunk of at most ~256 MB of Gram blocks).
 
     The returned weight is the exact box-constrained fit :func:`mip.fit_support` on the final
     support; if that is worse in the true objective than the start's (possible only when the
@@ -245,8 +245,15 @@ def solve_osscar(problem: mip.LayerProblem, k: int, time_limit: float = 60.0,
             others = kept[kept != j]
             candidates = np.column_stack([np.broadcast_to(others, (dropped.size, others.size)),
                                           dropped])
-            values = _explained(gram, xty, columns(candidates), score_ridge)
-            evaluated += dropped.size
+            # chunks of at most ~256 MB of Gram blocks, the clock checked after each
+            chunk = max(1, 32_000_000 // max(1, candidates.shape[1] * problem.group_size) ** 2)
+            values = np.full(dropped.size, -np.inf)
+            for lo in range(0, dropped.size, chunk):
+                values[lo:lo + chunk] = _explained(gram, xty, columns(candidates[lo:lo + chunk]),
+                                                   score_ridge)
+                evaluated += min(chunk, dropped.size - lo)
+                if time.perf_counter() - t0 > time_limit:
+                    break
             c = int(np.argmax(values))
             if values[c] > best_value:
                 best_value, best_swap = float(values[c]), (int(j), int(dropped[c]))

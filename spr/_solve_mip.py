@@ -31,7 +31,8 @@ from spr._input_statistics import InputStatistics, layer_rows
 __all__ = ["LayerSolution", "keep_curve", "layer_problem", "layer_rows", "solve_mip"]
 
 _RELAXATIONS = ("big_m", "perspective", "perspective_lp")  # mip.<name>_relaxation
-_RELAXATION_VARIABLES = 20_000  # above this many weights the reported relaxations are skipped
+_RELAXATION_VARIABLES = 20_000
+_SCALE_LIMIT = 1e12  # loss energy over penalty scale above which float64 cannot resolve lam  # above this many weights the reported relaxations are skipped
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,6 +116,15 @@ def layer_problem(
     count = stats.count
     gram, xty, yty = stats.gram[0], stats.xty[0], stats.yty[0]
     group_size = 1 if isinstance(layer, nn.Linear) else layer.kernel_size[0] * layer.kernel_size[1]
+    energy = float(yty.sum()) / count  # (1/N)||Y||^2, the loss's scale
+    penalty = lam * (alpha * float((W0 * W0).sum()) + (1 - alpha) * W0.shape[1] / group_size)
+    if penalty > 0 and energy > _SCALE_LIMIT * penalty:
+        raise ValueError(
+            f"X is scaled so that the layer's outputs have energy {energy:.3g} per row against a "
+            f"penalty of {penalty:.3g} at lam={lam}: the penalty is below the float64 round-off "
+            "of the loss, so no solver can resolve it; scale X down (e.g. X / X.std()) or raise "
+            "lam"
+        )
     return mip.LayerProblem(
         (gram / count).cpu().numpy(), (xty / count).cpu().numpy(), (yty / count).cpu().numpy(),
         group_size, lam=lam, alpha=alpha, M=M, max_keep=max_keep,

@@ -136,6 +136,7 @@ def test_budget_and_default_M():
         (lambda: (nn.Linear(4, 2), torch.randn(8, 4)), {"relaxations": ("sdp",)}, "unknown"),
         (lambda: (nn.Linear(4, 2), torch.randn(8, 4)), {"method": "gurobi"}, "method"),
         (lambda: (nn.Linear(4, 2), torch.randn(0, 4)), {}, "non-empty"),
+        (lambda: (nn.Linear(4, 2), torch.randn(8, 4) * 1e20), {}, "scale X down"),
     ],
 )
 def test_bad_input(make, kwargs, match):
