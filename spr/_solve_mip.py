@@ -31,8 +31,8 @@ from spr._input_statistics import InputStatistics, layer_rows
 __all__ = ["LayerSolution", "keep_curve", "layer_problem", "layer_rows", "solve_mip"]
 
 _RELAXATIONS = ("big_m", "perspective", "perspective_lp")  # mip.<name>_relaxation
-_RELAXATION_VARIABLES = 20_000
-_SCALE_LIMIT = 1e12  # loss energy over penalty scale above which float64 cannot resolve lam  # above this many weights the reported relaxations are skipped
+_RELAXATION_VARIABLES = 20_000  # above this many weights the reported relaxations are skipped
+_SCALE_LIMIT = 1e12  # loss energy over penalty scale above which float64 cannot resolve lam
 
 
 @dataclass(frozen=True, eq=False)
