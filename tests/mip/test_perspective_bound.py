@@ -65,3 +65,14 @@ def test_valid_for_every_fixing():
             assert node.value == np.inf
         else:
             assert node.value <= min(covered) * (1 + 1e-9) + 1e-12
+
+
+def test_the_budget_tightens_the_bound():
+    free = random_problem(np.random.default_rng(6), 10, 1, 3)
+    cost = np.random.default_rng(7).uniform(0.5, 2.0, 10)
+    tight = mip.LayerProblem(free.gram, free.xty, free.yty, 1, free.lam, free.alpha, free.M,
+                             cost=cost, budget=float(cost.sum() / 4))
+    start = mip.fit_support(free, np.ones(10, bool))
+    loose = perspective_bound(free, start=start, iterations=1500).value
+    budgeted = perspective_bound(tight, start=start, iterations=1500).value
+    assert loose < budgeted <= mip.solve_brute_force(tight).objective * (1 + 1e-9)
