@@ -53,7 +53,7 @@ PENALTY = {"spr": ("spr", "uniform"), "spr_macs": ("spr", "macs"),
            "group_lasso": ("group_lasso", "uniform")}
 LABELS = {"spr": "SPR", "spr_macs": "SPR, MAC-weighted", "group_lasso": "group lasso",
           "torch_pruning": "Torch-Pruning (magnitude)", "dense": "dense"}
-# CIFAR-10, SPR authors' logs (DESIGN.md §5): (params removed %, accuracy %); dense not logged.
+# CIFAR-10, SPR authors' logs, as published: (params removed %, accuracy %); dense not logged.
 PAPER = {
     "resnet56": [(33, 94.00), (46, 93.96), (65, 93.48)],
     "resnet20": [(39, 92.26), (55, 91.74)],

@@ -1,6 +1,6 @@
 """The perspective relaxation of one group's on/off decision, with ``y`` projected out (numpy).
 
-For a group ``w`` (a vector of ``n`` weights) the MIP of DESIGN.md §3.1 charges
+For a group ``w`` (a vector of ``n`` weights) the MIP of docs/mathematics.md §1 charges
 ``a*||w||^2 + b*y`` with ``y in {0, 1}`` and ``||w||_inf <= M*y``. Its perspective relaxation
 replaces ``a*||w||^2`` by ``a*||w||^2 / y`` and lets ``y`` range over ``[||w||_inf / M, 1]``.
 Minimising over ``y`` in closed form gives, with ``a = alpha``, ``b = 1 - alpha``,

@@ -1,4 +1,4 @@
-"""The layer MIP as a Pyomo model (DESIGN.md §3.4), for printing, inspection and other solvers::
+"""The layer MIP as a Pyomo model (docs/mathematics.md §4), to print, inspect or hand on::
 
     min  sum_i [w_i^T (gram + lam*alpha*I) w_i - 2 xty_i^T w_i + yty_i] + lam*(1-alpha)*sum_j z_j
     s.t. -M z_j <= w_ie <= M z_j      for every output row i and entry e of group j

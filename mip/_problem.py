@@ -1,4 +1,4 @@
-"""The layer-wise input-group selection problem, held as sufficient statistics (DESIGN.md §3.4).
+"""The layer-wise input-group selection problem as sufficient statistics (docs/mathematics.md §4).
 
 For calibration inputs ``X`` (N x d) and targets ``Y`` (N x out) the problem is::
 

@@ -5,8 +5,8 @@
 * perspective: the ridge term replaced by its perspective ``alpha*||W_j||^2 / z_j`` (the convex
   hull of each group's on/off set), solved exactly as a conic program by cvxpy
   (``quad_over_lin``). Without cardinality or budget constraints, projecting z out group by group
-  gives ``loss(W) + lam*sum_j SPR(W_j)`` (DESIGN.md §3.3): the relaxation *is* the SPR-regularised
-  least-squares problem.
+  gives ``loss(W) + lam*sum_j SPR(W_j)`` (docs/mathematics.md §3): the relaxation *is*
+  SPR-regularised least squares.
 * perspective LP: the same relaxation by cutting planes with HiGHS LPs (tangent cuts for the loss,
   perspective cuts for the ridge terms), converging to the conic value from below.
 

@@ -1,7 +1,7 @@
 """The Structured Perspective Regularizer in closed form (torch, with a hand-written backward).
 
 With ``a = alpha``, ``b = 1 - alpha``, ``r = ||w||_2``, ``m = ||w||_inf``, ``c = sqrt(a/b)``
-(DESIGN.md §3.3)::
+(docs/mathematics.md §3)::
 
     y*(w)  = min(1, max(m/M, c*r))
     SPR(w) = a*r^2 + b                if max(m/M, c*r) >= 1

@@ -13,13 +13,101 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from spr._checks import check_alpha
 
 PENALTIES = ("spr", "group_lasso")  # spr.SPRegularizer, spr.GroupLassoRegularizer
 PENALTY_WEIGHTS = ("uniform", "macs")  # per-block weights: 1, or spr.mac_weights
+
+# What each setting means, with its unit and choices: the help of `spr prune`'s options.
+HELP: dict[str, str] = {
+    "arch": "network: resnet20, resnet56, resnet110 (CIFAR-style ResNets; 28x28 images are "
+            "zero-padded to 32x32) or small_cnn (the demo's 4-conv CNN, any image size)",
+    "dataset": "dataset: fashion-mnist (make data), digits (scikit-learn's 8x8 digits), "
+               "cifar10 or cifar100 (a local copy; needs --data-root)",
+    "data_root": "folder with the dataset's files; none: the usual places (data/fashion-mnist, "
+                 "/usr/share/datasets/fashion-mnist)",
+    "train_samples": "train on a class-balanced random subset of this many training images; "
+                     "none: all (60,000 for Fashion-MNIST)",
+    "test_samples": "evaluate on a class-balanced random subset of this many test images; "
+                    "none: all (10,000 for Fashion-MNIST)",
+    "penalty": "regulariser of the sparse training: spr (the Structured Perspective "
+               "Regularizer) or group_lasso (the baseline)",
+    "penalty_weights": "per-block weight of the penalty: uniform (1) or macs (each block "
+                       "weighted by its MACs per entry, so pruning removes compute)",
+    "lam": "strength of the penalty, >= 0 (a mean over the regularised entries: 1-4 suits "
+           "small_cnn, 5-20 ResNet-20; larger prunes more)",
+    "alpha": "SPR's trade-off in (0, 1) between the ridge term (alpha) and the group-count "
+             "term (1 - alpha)",
+    "M_scale": "M of each block = M_scale x the largest |entry| of the block in the dense "
+               "reference, > 0",
+    "groups": "what a prunable group is: conv_bn (a conv filter with its BatchNorm channel), "
+              "conv (a conv filter) or linear (an input column of the classifier)",
+    "epochs_reference": "epochs of dense reference training (integer >= 0)",
+    "epochs_spr": "epochs of training with the penalty, from the reference's initialisation "
+                  "(integer >= 0)",
+    "epochs_finetune": "epochs of fine-tuning the pruned network without the penalty "
+                       "(integer >= 0)",
+    "batch_size": "images per SGD step (integer >= 1)",
+    "lr": "initial learning rate of SGD, finite and > 0; decays to 0 on a cosine over each "
+          "stage",
+    "lr_finetune": "initial learning rate of the fine-tuning, > 0; none: lr",
+    "momentum": "SGD momentum, in [0, 1)",
+    "weight_decay": "SGD weight decay (L2), >= 0",
+    "augment": "random crop (4 pixels of padding) and horizontal flip of training images "
+               "(--no-augment: off)",
+    "max_drop": "the magnitude threshold may cost at most this many percentage points of "
+                "training accuracy, in [0, 100] (the paper: 0.05)",
+    "threshold_samples": "training images the threshold search evaluates on (a fixed random "
+                         "subset); none: all",
+    "threshold_tol": "bisection tolerance of the threshold search, as a share of the "
+                     "entries, in [0, 1) (0: exact, about log2(entries) evaluations)",
+    "struct_threshold": "a group is removed when at most this share of its entries survives "
+                        "the threshold, in [0, 1) (the paper: 0.005-0.05)",
+    "seed": "random seed of the initialisation, the subsets, batch order and augmentation "
+            "(integer)",
+    "device": "where to train: auto (cuda if a GPU is available, else cpu), cpu, cuda, "
+              "cuda:N or mps",
+}
+
+# the float settings, all finite, and their ranges (checked in __post_init__)
+_FINITE_FLOATS = {"lam": ">= 0", "M_scale": "> 0", "lr": "> 0", "lr_finetune": "> 0",
+                  "momentum": "in [0, 1)", "weight_decay": ">= 0", "max_drop": "in [0, 100]",
+                  "threshold_tol": "in [0, 1)", "struct_threshold": "in [0, 1)"}
+
+
+def _type_name(kind: Any) -> str:
+    return {float: "a number", int: "an integer", str: "a string", bool: "true or false"}.get(
+        kind, getattr(kind, "__name__", str(kind)))
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    """ValueError unless ``value`` has the field's type (an int is a float; a bool is neither)."""
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    kind = next((a for a in args if a is not type(None)), hint)
+    if value is None and optional:
+        return
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        allowed = _type_name(kind) + (" or null (none)" if optional else "")
+        hint_text = ""
+        if isinstance(value, str) and kind in (int, float):
+            hint_text = (" — write a number, without quotes in a JSON file (e.g. "
+                         f'"{name}": {"10" if kind is int else "10.0"})')
+        raise ValueError(
+            f"{name} must be {allowed}; got {value!r} ({type(value).__name__}){hint_text}"
+        )
 
 
 @dataclass(frozen=True)
@@ -30,7 +118,7 @@ class PruneConfig:
     ``spr.data.DATASETS``), ``data_root`` (folder with the files; default: the usual places),
     ``train_samples`` and ``test_samples`` (use class-balanced random subsets; None: all).
 
-    The paper's protocol (DESIGN.md §3.5): dense reference training for ``epochs_reference``
+    The paper's protocol (docs/mathematics.md §5): dense reference training for ``epochs_reference``
     epochs; SPR training from the same initialisation for ``epochs_spr`` epochs with ``lam``,
     ``alpha``, ``groups`` and ``M = M_scale * max |entry|`` of each block of the reference
     (``penalty="group_lasso"``: the group-lasso baseline in SPR's place, same scaling;
@@ -72,8 +160,16 @@ class PruneConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        from spr import data, models  # late: both import torch
+        from spr import data, models  # late: these import torch
+        from spr._groups import GROUPINGS
 
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):  # types first: a string "ten" must not reach a comparison
+            _check_type(f.name, getattr(self, f.name), hints[f.name])
+        for name, allowed in _FINITE_FLOATS.items():
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number {allowed}; got {value}")
         if self.arch not in models.MODELS:
             raise ValueError(
                 f"unknown architecture {self.arch!r}; choose one of {sorted(models.MODELS)}"
@@ -88,6 +184,8 @@ class PruneConfig:
             raise ValueError(
                 f"penalty_weights must be one of {PENALTY_WEIGHTS}; got {self.penalty_weights!r}"
             )
+        if self.groups not in GROUPINGS:
+            raise ValueError(f"groups must be one of {sorted(GROUPINGS)}; got {self.groups!r}")
         if self.device != "auto":
             import torch
 
@@ -109,6 +207,9 @@ class PruneConfig:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int) and value > 0):
                 raise ValueError(f"{name} must be a positive integer; got {value}")
+        if self.max_drop > 100:
+            raise ValueError(f"max_drop is in percentage points and must be <= 100; got "
+                             f"{self.max_drop}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1); got {self.momentum}")
         if not 0 <= self.struct_threshold < 1:
@@ -134,11 +235,43 @@ class PruneConfig:
 
     @classmethod
     def from_json(cls, text: str) -> PruneConfig:
-        return cls.from_dict(json.loads(text))
+        values = json.loads(text)
+        if not isinstance(values, dict):
+            raise ValueError(f"a PruneConfig in JSON is an object of settings ({{\"lam\": 2.0, "
+                             f"...}}); got a {type(values).__name__}")
+        return cls.from_dict(values)
+
+    @classmethod
+    def read_settings(cls, path: str | Path) -> dict:
+        """The settings a JSON file names (a dict, checked as a whole config with the defaults
+        for the others); every error names the file."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not a text (JSON) file ({err})") from None
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno}"
+                f"{'; the file is empty' if not text.strip() else ''}); a config file is an "
+                f'object of settings such as {{"arch": "resnet20", "lam": 10.0}}'
+            ) from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: a config file is a JSON object of settings "
+                             f'({{"lam": 10.0, ...}}); got a {type(values).__name__}')
+        try:
+            cls.from_dict(values)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+        return values
 
     @classmethod
     def load(cls, path: str | Path) -> PruneConfig:
-        return cls.from_json(Path(path).read_text())
+        """The config a JSON file holds (settings it does not name take their defaults);
+        errors name the file."""
+        return cls.from_dict(cls.read_settings(path))
 
     def replace(self, **changes) -> PruneConfig:
         return dataclasses.replace(self, **changes)

@@ -3,13 +3,16 @@
 Fashion-MNIST (scikit-learn's digits when it is not installed, said so), a 4-conv CNN: dense
 reference, SPR training, threshold search, structural decision, physical removal, a short
 fine-tune, then :func:`spr.solve_mip` on the pruned network's classifier (which of its inputs,
-the last conv's channels, to keep). Prints a before/after
-table; writes ``results.json`` and ``demo.png`` into the output folder.
+the last conv's channels, to keep). Prints the time it expects before it starts (measured: a few
+timed SGD steps times the steps to come, see :func:`spr._pipeline.estimate_seconds`) and the
+time it took at the end, and a before/after table; writes ``results.json`` and ``demo.png`` into
+the output folder.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +22,34 @@ from torch import nn
 from spr import data as spr_data
 from spr._atomic import write_text_atomic
 from spr._config import PruneConfig
+from spr._estimate import estimate_seconds, format_seconds
 from spr._pipeline import reference_M, run_pipeline
 from spr._regularizer import SPRegularizer
+from spr._run import _Run
 from spr._serialize import load_pruned
 from spr._solve_mip import solve_mip
 from spr.models import small_cnn
 
 COLLAPSED = 0.01  # y* below this: the group sits at 1% of its scale
+FLOOR = 1e-5  # the histogram's first bin gathers every y* below this (0 included)
+MIP_SECONDS = {True: 5.0, False: 30.0}  # the layer MIP's time limit (quick, full)
+
+
+def layer_names(model: nn.Module, names) -> dict[str, str]:
+    """Readable names of the layers ``names`` (module names, e.g. ``"0"`` in a Sequential):
+    ``conv1``, ``conv2``, ... and ``fc1``, ... in the model's order, with the module name
+    (``conv1 (model[0])``), or the module name itself where it is not an index.
+
+    >>> layer_names(small_cnn(), ["0", "3", "7", "10", "15"])["15"]
+    'fc1 (model[15])'
+    """
+    modules, counts, out = dict(model.named_modules()), {"conv": 0, "fc": 0}, {}
+    for name in names:
+        kind = "fc" if isinstance(modules.get(name), nn.Linear) else "conv"
+        counts[kind] += 1
+        out[name] = (f"{kind}{counts[kind]} (model[{name}])" if name.isdigit()
+                     else name)
+    return out
 
 
 def demo_config(dataset: str, quick: bool, data_root: str | None = None) -> PruneConfig:
@@ -67,7 +91,7 @@ def _mip_on_classifier(pruned: nn.Module, split, quick: bool, alpha: float) -> d
     X = _layer_inputs(pruned, layer, x)
     keep = max(1, (3 * layer.in_features) // 4)
     sol = solve_mip(layer, X, lam=1e-4, alpha=alpha, max_keep=keep,
-                    time_limit=5.0 if quick else 30.0)
+                    time_limit=MIP_SECONDS[quick])
     return {
         "layer_in_features": layer.in_features, "max_keep": keep, "kept": int(sol.keep.sum()),
         "status": sol.status, "objective": sol.objective, "bound": sol.bound, "gap": sol.gap,
@@ -93,10 +117,12 @@ def _table(summary: dict) -> str:
         ("parameters", f"{summary['params_dense']:,}", f"{summary['params_pruned']:,}"),
         ("MACs per image", f"{summary['macs_dense']:,}", f"{summary['macs_pruned']:,}"),
     ]
+    names = summary.get("layer_names", {})
     for name, width in summary["widths_dense"].items():
-        rows.append((f"width of layer {name}", str(width), str(summary["widths_pruned"][name])))
-    lines = [f"{'':<24}{'dense':>14}{'pruned':>14}"]
-    lines += [f"{a:<24}{b:>14}{c:>14}" for a, b, c in rows]
+        rows.append((f"width of {names.get(name, 'layer ' + name)}", str(width),
+                     str(summary["widths_pruned"][name])))
+    lines = [f"{'':<28}{'dense':>12}{'pruned':>12}"]
+    lines += [f"{a:<28}{b:>12}{c:>12}" for a, b, c in rows]
     lines.append(
         f"removed: {summary['params_removed_percent']:.1f}% of the parameters, "
         f"{summary['macs_removed_percent']:.1f}% of the MACs"
@@ -137,16 +163,29 @@ def _figure(summary: dict, path: Path) -> None:
            color="0.6")
     ax.bar(pos + 0.2, [summary["widths_pruned"][n] for n in names], 0.4, label="pruned",
            color="tab:green")
-    ax.set(xticks=pos, xticklabels=[f"layer {n}" for n in names], ylabel="output channels",
-           title="Per-layer widths")
+    labels = summary.get("layer_names", {})
+    ax.set(xticks=pos, ylabel="output channels", title="Per-layer widths")
+    ax.set_xticklabels([labels.get(n, n).replace(" (", "\n(") for n in names], fontsize=8)
     ax.legend()
     ax = axes[1, 1]
-    y = np.clip(np.array(summary["indicators"]["values"]), 1e-5, 1)
-    ax.hist(y, bins=np.logspace(-5, 0, 31), color="tab:blue")
-    ax.axvline(COLLAPSED, color="k", linestyle="--", linewidth=1)
-    ax.set(xscale="log", xlabel="y* of each filter group after SPR training", ylabel="groups",
-           title="Where SPR puts the groups")
-    fig.tight_layout()
+    values = np.array(summary["indicators"]["values"])
+    bins = np.logspace(np.log10(FLOOR), 0, 31)
+    floor = values < FLOOR
+    ax.hist(np.clip(values[~floor], FLOOR, 1), bins=bins, color="tab:blue",
+            label=f"y* >= {FLOOR:g}: {int((~floor).sum())} groups")
+    ax.hist(np.full(int(floor.sum()), FLOOR), bins=bins, color="tab:red",
+            label=f"y* < {FLOOR:g} (0 included), drawn in the first bin: "
+                  f"{int(floor.sum())} groups")
+    ax.axvline(COLLAPSED, color="k", linestyle="--", linewidth=1,
+               label=f"y* = {COLLAPSED:g}: left of it a group is at < 1% of its scale "
+                     "(collapsed)")
+    ax.set(xscale="log", xlabel="y* of each filter group after SPR training (log scale)",
+           ylabel="groups", title="Where SPR puts the groups")
+    ax.legend(fontsize=7, loc="upper center")
+    fig.text(0.5, 0.005, "y* = min(1, max(||w||_inf / M, sqrt(alpha / (1 - alpha)) ||w||_2)) "
+             "is SPR's indicator of a group (its BatchNorm channel included): near 1 the "
+             "group is in use, near 0 SPR has switched it off.", ha="center", fontsize=7)
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
@@ -158,11 +197,21 @@ def run_demo(
     progress: bool = True, log=print,
 ) -> dict:
     """Run the demo into folder ``out``; return (and write) its summary."""
+    started = time.perf_counter()
     out = Path(out)
     dataset = _pick_dataset(data_root, log)
     config = demo_config(dataset, quick, data_root)
-    log(f"spr demo on {dataset} ({config.train_samples} training images, small CNN)")
-    summary = run_pipeline(config, out / "run", restart=True, progress=progress, log=log)
+    log(f"spr demo on {dataset} ({config.train_samples} training images, small CNN, "
+        f"{torch.get_num_threads()} torch thread(s))")
+    estimate = estimate_seconds(_Run(config, progress=False),
+                                {"stage": "reference", "epoch": 0, "records": {}}, False)
+    expected = estimate["seconds"] + 4.0  # + loading, the MIP (usually < 1 s) and the plot
+    log(f"expected time: about {format_seconds(expected)} ({estimate['steps']:,} SGD steps at "
+        f"{1000 * estimate['step_seconds']:.0f} ms, measured on the first batch, plus "
+        f"evaluation), up to {format_seconds(expected + MIP_SECONDS[quick])} if the layer MIP "
+        f"runs to its {MIP_SECONDS[quick]:.0f} s limit")
+    summary = run_pipeline(config, out / "run", restart=True, progress=progress, log=log,
+                           estimate=False)
     test = spr_data.load(dataset, "test", root=data_root)
     in_channels, classes = test.images.shape[1], len(test.classes)
     dense = load_pruned(out / "run" / "dense", small_cnn(classes, in_channels))
@@ -173,6 +222,8 @@ def run_demo(
         "inputs, the last conv's channels) ...")
     summary["mip"] = _mip_on_classifier(pruned, test, quick, config.alpha)
     summary["dataset"] = dataset
+    summary["layer_names"] = layer_names(dense, summary["widths_dense"])
+    summary["estimate"] = {**estimate, "seconds_expected": expected}
 
     ind, mip = summary["indicators"], summary["mip"]
     print()
@@ -182,8 +233,12 @@ def run_demo(
     print(f"layer MIP: kept {mip['kept']} of {mip['layer_in_features']} classifier inputs "
           f"(<= {mip['max_keep']}), {mip['status']}, objective {mip['objective']:.4g}, bound "
           f"{mip['bound']:.4g}, gap {mip['gap']:.2%}, {mip['seconds']:.1f} s")
+    summary["seconds_total"] = time.perf_counter() - started  # before the plot: ~1 s
     write_text_atomic(out / "results.json", json.dumps(summary, indent=2))
     _figure(summary, out / "demo.png")
+    total = time.perf_counter() - started
     print(f"wrote {out / 'results.json'} and {out / 'demo.png'}; the pruned model is in "
           f"{out / 'run' / 'pruned'}")
+    print(f"total time: {format_seconds(total)} ({total:.0f} s; expected about "
+          f"{expected:.0f} s)")
     return summary

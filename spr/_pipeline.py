@@ -1,6 +1,6 @@
 """The paper's whole pruning protocol as one resumable run (what ``spr prune`` calls).
 
-Stages, in order (DESIGN.md §3.5), each writing into ``out``:
+Stages, in order (docs/mathematics.md §5), each writing into ``out``:
 
 1. ``reference``: dense training from the seed's initialisation; saved once to ``out/dense``
    and never overwritten.
@@ -19,12 +19,19 @@ continues from there. Batch order and augmentation of epoch ``e`` of each stage 
 ``(seed, stage, e)``, so a resumed run sees the data a straight run would. Under ``torchrun``
 the training stages run in DistributedDataParallel (see :mod:`spr._distributed`); rank 0 alone
 writes files and decides the threshold.
+
+Nothing is written (the folder is not even created) and nothing trained before every check has
+passed: the config (types, finite values, ranges: :class:`spr.PruneConfig`), the device (a GPU
+that is not there), the data, and the folder's own files when it holds a run — a damaged or
+edited ``config.json``, ``checkpoint/state.json`` (its stage must agree with what the folder
+holds), ``checkpoint/optimizer.pt`` or checkpoint model is refused with the file's name and the
+fix. Before training, the remaining time is estimated from a few timed steps and logged; a warning
+comes first when it is more than :data:`WARN_SECONDS`.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,26 +40,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from spr import data as spr_data
-from spr import models
 from spr._atomic import atomic_dir, write_text_atomic
 from spr._config import PruneConfig
 from spr._counting import mac_weights, measure
 from spr._distributed import RankBatches, barrier, broadcast, is_main, wrap
-from spr._group_lasso import GroupLassoRegularizer
+from spr._estimate import PENALTY_CLASSES, estimate_seconds, format_seconds
 from spr._regularizer import SPRegularizer
-from spr._serialize import load_pruned, save_pruned
+from spr._run import REFERENCE_FIELDS, STAGES, PipelineError, _Run, resolve_device
+from spr._run_folder import open_folder, read_folder
+from spr._serialize import save_pruned
 from spr._structure import structural_decision, zero_dead_groups
 from spr._surgery import layer_widths, remove_pruned
 from spr._threshold import threshold_search
-from spr._training import evaluate, make_optimizer, train_epoch
+from spr._training import make_optimizer, train_epoch
 
-STAGES = ("reference", "spr", "prune", "finetune", "done")
-PENALTY_CLASSES = {"spr": SPRegularizer, "group_lasso": GroupLassoRegularizer}
+__all__ = ["REFERENCE_FIELDS", "STAGES", "PipelineError", "estimate_seconds", "reference_M",
+           "resolve_device", "run_pipeline"]
 
-
-class PipelineError(RuntimeError):
-    """The run cannot continue as asked (another run's folder, a damaged checkpoint)."""
+WARN_SECONDS = 3600.0  # warn before a run expected to take longer than this
 
 
 def reference_M(
@@ -62,109 +67,26 @@ def reference_M(
     return SPRegularizer(model, lam=0.0, alpha=0.5, M="auto", M_scale=M_scale, groups=groups).M_
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-REFERENCE_FIELDS = (
-    "arch", "dataset", "data_root", "train_samples", "epochs_reference", "batch_size", "lr",
-    "momentum", "weight_decay", "augment", "seed",
-)
-
-
-class _Run:
-    """The data, the network constructor and the loaders of one run."""
-
-    def __init__(self, config: PruneConfig, progress: bool) -> None:
-        self.config, self.progress = config, progress
-        self.device = resolve_device(config.device)
-        train = spr_data.load(config.dataset, "train", root=config.data_root)
-        test = spr_data.load(config.dataset, "test", root=config.data_root)
-        if config.test_samples is not None and config.test_samples < len(test):
-            test = test.subset(config.test_samples, seed=config.seed)
-        self.test = test
-        if config.train_samples is not None and config.train_samples < len(train):
-            train = train.subset(config.train_samples, seed=config.seed)
-        self.train = train
-        n_threshold = min(config.threshold_samples or len(train), len(train))
-        self.threshold_split = train.subset(n_threshold, seed=config.seed + 1)
-        if self.device.type != "cpu":  # uint8 on the device: batches gathered and augmented there
-            self.train, self.test, self.threshold_split = (
-                _on(split, self.device) for split in (train, test, self.threshold_split)
-            )
-        self.pad_to = models.INPUT_SIZE.get(config.arch)
-        self.in_channels, self.num_classes = train.images.shape[1], len(train.classes)
-        height, width = train.images.shape[-2:]
-        if self.pad_to:
-            height = width = self.pad_to
-        self.example = torch.zeros(1, self.in_channels, height, width, device=self.device)
-        # real images for remove_pruned's check of the outputs (zeros would check little)
-        self.check_batch = next(iter(self.fixed(self.threshold_split)))[0][:16].to(self.device)
-
-    def build(self) -> nn.Module:
-        """The dense network with the seed's initialisation (the same for every stage)."""
-        torch.manual_seed(self.config.seed)
-        return models.build(self.config.arch, self.num_classes, self.in_channels)
-
-    def loader(self, stage: str, epoch: int):
-        seed = self.config.seed * 1000 + STAGES.index(stage) * 100 + epoch
-        return self.train.loader(
-            self.config.batch_size, shuffle=True, pad_to=self.pad_to,
-            augment=self.config.augment, generator=torch.Generator().manual_seed(seed),
-        )
-
-    def fixed(self, split):
-        return split.loader(512, shuffle=False, pad_to=self.pad_to)
-
-    def accuracy(self, model: nn.Module) -> float:
-        return evaluate(model, self.fixed(self.test))
-
-    def load(self, path: Path) -> nn.Module:
-        return load_pruned(path, self.build()).to(self.device)
-
-
-def _on(split: spr_data.ImageSplit, device: torch.device) -> spr_data.ImageSplit:
-    return spr_data.ImageSplit(split.images.to(device), split.labels.to(device), split.classes,
-                               split.name)
-
-
 def _silent(message: str) -> None:
     pass
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
+def _set_threads(threads: int | str, state: dict, log: Callable[[str], None]) -> None:
+    from spr._threads import set_threads
 
-
-def _open_folder(out: Path, config: PruneConfig, restart: bool) -> dict:
-    """The folder's progress; refuses a folder that holds a run with another config."""
-    config_path, state_path = out / "config.json", out / "checkpoint" / "state.json"
-    saved = PruneConfig.load(config_path) if config_path.exists() else None
-    if saved is not None and saved != config and not restart:
-        diff = {k: [v, getattr(config, k)] for k, v in saved.to_dict().items()
-                if getattr(config, k) != v}
-        raise PipelineError(
-            f"{out} holds a run with another config (setting: [saved, now]: {diff}); choose "
-            "another output folder, or restart there (--restart, restart=True)"
-        )
-    if restart and is_main():
-        for name in ("checkpoint", "spr", "pruned", "results.json"):
-            _remove(out / name)
-        if saved is not None and any(
-            getattr(saved, k) != getattr(config, k) for k in REFERENCE_FIELDS
-        ):
-            _remove(out / "dense")  # trained under other settings
-    if is_main():
-        write_text_atomic(config_path, config.to_json())
-    barrier()
-    if state_path.exists():
-        return json.loads(state_path.read_text())
-    return {"stage": "reference", "epoch": 0, "records": {}}
+    saved = state.get("threads")
+    if threads == "auto" and saved is not None:
+        torch.set_num_threads(saved)
+        log(f"torch threads: {saved}, as in the checkpoint (for results identical to an "
+            "uninterrupted run; --threads N overrides)")
+        return
+    if threads != "auto" and not (isinstance(threads, int) and not isinstance(threads, bool)):
+        raise ValueError(f"threads must be 'auto', an integer >= 1 or None; got {threads!r}")
+    count, why = set_threads(None if threads == "auto" else threads)
+    note = ("; the checkpoint was written with "
+            f"{saved}, so the results may differ from an uninterrupted run in the last bits"
+            if saved is not None and saved != count else "")
+    log(f"torch threads: {count} ({why}){note}")
 
 
 def run_pipeline(
@@ -174,6 +96,8 @@ def run_pipeline(
     restart: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    estimate: bool = True,
+    threads: int | str | None = None,
 ) -> dict:
     """Run (or resume) the whole protocol of ``config`` in folder ``out``; return the summary.
 
@@ -182,15 +106,42 @@ def run_pipeline(
     per image of the dense and pruned networks, per-layer widths, the threshold search, the
     per-epoch training history and the seconds spent. ``restart`` discards the folder's
     checkpoint (and its dense reference if that was trained under other settings).
+    ``estimate``: time a few steps first and log the expected time (a warning above
+    :data:`WARN_SECONDS`); the summary's ``input`` says how the images were fed (padding).
+    ``threads``: torch's CPU threads — None leaves them as they are, an integer sets them,
+    ``"auto"`` chooses them from the load (:func:`spr._threads.set_threads`) on a new run and
+    takes the checkpoint's count on a resumed one (results depend on the count in the last bits,
+    so a resumed run then ends exactly where an uninterrupted one would).
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if not isinstance(config, PruneConfig):
+        raise TypeError(f"config must be a spr.PruneConfig; got {type(config).__name__}")
     if not is_main():
         log = _silent
+    # every check before anything is written or trained: the config checked itself when it was
+    # built; then the device, the data and the folder's files, all read-only
     run = _Run(config, progress)
-    state = _open_folder(out, config, restart)
+    found = read_folder(out, config, restart, run)
+    state = found["state"]
+    if threads is not None:
+        _set_threads(threads, state, log)
+    state["threads"] = torch.get_num_threads()
+    dense_done = (out / "dense").exists() and not found["remove_dense"]
+    timing = estimate_seconds(run, state, dense_done) if estimate and is_main() else None
+    if timing is not None:
+        if timing["seconds"] > WARN_SECONDS:
+            log(f"warning: this run will take about {format_seconds(timing['seconds'])} on "
+                f"{timing['device']} ({timing['threads']} thread(s)); it can be stopped "
+                "(Ctrl-C) and resumed by running the same command again; `spr prune --preset "
+                "quick` is a run of minutes")
+        log(f"expected time: about {format_seconds(timing['seconds'])} for "
+            f"{timing['steps']:,} SGD steps at {1000 * timing['step_seconds']:.0f} ms "
+            f"({1000 * timing['step_seconds_penalty']:.0f} ms with the penalty) plus "
+            "evaluation; estimated from steps timed on the first batch")
+    open_folder(out, config, restart, found)
     records: dict[str, Any] = state["records"]
     started = time.perf_counter() - state.get("seconds", 0.0)
+    saved_optimizer, read_at = found["optimizer"], (state["stage"], state["epoch"])
 
     def checkpoint(model: nn.Module, stage: str, epoch: int, optimizer=None, schedule=None):
         state.update(stage=stage, epoch=epoch, seconds=time.perf_counter() - started)
@@ -212,7 +163,9 @@ def run_pipeline(
 
     def resume_model() -> tuple[nn.Module, dict | None]:
         model = run.load(out / "checkpoint" / "model")
-        opt_path = out / "checkpoint" / "optimizer.pt"
+        if (state["stage"], state["epoch"]) == read_at:
+            return model, saved_optimizer  # read and checked by read_folder
+        opt_path = out / "checkpoint" / "optimizer.pt"  # written by this process since
         saved = torch.load(opt_path, weights_only=True) if opt_path.exists() else None
         return model, saved
 
@@ -313,7 +266,11 @@ def run_pipeline(
         "history": {k: v for k, v in records.items() if k.endswith("_history")},
         "seconds": state.get("seconds", 0.0),
         "device": str(run.device),
+        "threads": torch.get_num_threads(),
+        "input": run.input,
     }
+    if timing is not None:
+        summary["estimate"] = timing
     if is_main():
         write_text_atomic(out / "results.json", json.dumps(summary, indent=2))
     barrier()

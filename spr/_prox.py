@@ -1,4 +1,4 @@
-"""Proximal operator of ``lam * SPR`` with ``M = inf`` (DESIGN.md §3.3).
+"""Proximal operator of ``lam * SPR`` with ``M = inf`` (docs/mathematics.md §3).
 
 For ``M = inf`` SPR is the reverse Huber function of the group norm ``r``: ``2*s*r`` below the
 kink ``k = sqrt(b/a)`` and ``a*r^2 + b`` above it, with ``s = sqrt(a*b)``. Its prox with step

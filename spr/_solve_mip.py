@@ -1,4 +1,4 @@
-"""``spr.solve_mip``: prune the input channels of one layer exactly (DESIGN.md §3.4).
+"""``spr.solve_mip``: prune the input channels of one layer exactly (docs/mathematics.md §4).
 
 For a layer with weight W0 and calibration inputs X, the rows of the least-squares problem are
 the layer's input vectors (a Linear layer) or its unfolded input patches (a conv: batch x output

@@ -1,5 +1,5 @@
 """Relaxations: big-M <= perspective <= optimum; the LP outer approximation converges to the conic
-value; the conic value is loss + lam * sum SPR at its W (the closed form of DESIGN.md §3.3)."""
+value; the conic value is loss + lam * sum SPR at its W (closed form: docs/mathematics.md §3)."""
 
 import numpy as np
 import pytest

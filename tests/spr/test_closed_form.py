@@ -1,5 +1,5 @@
 """The torch closed form: agreement with its numpy twin and with the 1-D oracle, the properties of
-DESIGN.md §3.3 (hypothesis), and a backward that is finite everywhere."""
+docs/mathematics.md §3 (hypothesis), and a backward that is finite everywhere."""
 
 import math
 

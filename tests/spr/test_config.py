@@ -50,3 +50,63 @@ def test_unknown_names_are_refused_at_once():
         PruneConfig(arch="resnet21")
     with pytest.raises(ValueError, match="unknown dataset 'mnist'.*fashion-mnist"):
         PruneConfig(dataset="mnist")
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [("lam", "ten", r"lam must be a number; got 'ten' \(str\).*without quotes"),
+     ("lam", float("inf"), "lam must be a finite number >= 0; got inf"),
+     ("lr", float("inf"), "lr must be a finite number > 0; got inf"),
+     ("lr_finetune", float("nan"), "lr_finetune must be a finite number"),
+     ("momentum", float("nan"), "momentum must be a finite number"),
+     ("epochs_spr", True, r"epochs_spr must be an integer; got True \(bool\)"),
+     ("batch_size", "128", "batch_size must be an integer"),
+     ("augment", "yes", "augment must be true or false"),
+     ("train_samples", 1.5, "train_samples must be an integer or null"),
+     ("groups", "filters", "groups must be one of"),
+     ("max_drop", 101.0, "max_drop .* <= 100")],
+)
+def test_types_and_finiteness_are_checked_first(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        PruneConfig(**{field: value})
+
+
+def test_an_integer_is_a_valid_float_setting():
+    assert PruneConfig(lam=10).lam == 10
+
+
+def test_a_config_file_error_names_the_file_and_the_setting(tmp_path):
+    path = tmp_path / "my_run.json"
+    path.write_text('{"arch": "small_cnn", "lam": "ten"}')
+    with pytest.raises(ValueError, match=r"my_run\.json: lam must be a number; got 'ten'"):
+        PruneConfig.load(path)
+    path.write_text('{"arch": "small_cnn", "lam": ')
+    with pytest.raises(ValueError, match=r"my_run\.json: not valid JSON"):
+        PruneConfig.load(path)
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"my_run\.json: a config file is a JSON object"):
+        PruneConfig.load(path)
+    path.write_text('{"lam": 3.0}')
+    assert PruneConfig.read_settings(path) == {"lam": 3.0}
+
+
+def test_every_setting_has_a_help_text():
+    from spr._config import HELP
+
+    assert set(HELP) == set(PruneConfig.__dataclass_fields__)
+    assert all(len(text) > 20 for text in HELP.values())
+
+
+def test_presets_are_valid_and_overridable():
+    from spr._presets import PRESETS, preset_config
+
+    for name in PRESETS:
+        assert preset_config(name) == PruneConfig(**{**PruneConfig().to_dict(), **PRESETS[name]})
+    paper = preset_config("paper")
+    assert (paper.epochs_reference, paper.epochs_spr, paper.epochs_finetune) == (300, 300, 200)
+    assert (paper.lr, paper.momentum, paper.weight_decay, paper.batch_size) == (
+        0.1, 0.9, 5e-4, 128)
+    quick = preset_config("quick", {"lam": 3.0, "train_samples": None})
+    assert (quick.arch, quick.lam, quick.train_samples) == ("small_cnn", 3.0, None)
+    with pytest.raises(ValueError, match="unknown preset 'fast'"):
+        preset_config("fast")

@@ -118,3 +118,52 @@ def test_group_lasso_baseline_runs_the_same_protocol(tmp_path):
     summary = quiet(config, tmp_path)
     assert summary["config"]["penalty"] == "group_lasso"
     assert summary["params_pruned"] <= summary["params_dense"]
+
+
+def test_results_record_the_input_padding(tmp_path):
+    """ResNets see 28x28 (here 8x8) images zero-padded to 32x32; results.json says so, so the
+    saved model can be evaluated as the run evaluated it (issue 18). No training: 0 epochs."""
+    config = PruneConfig(arch="resnet20", dataset="digits", train_samples=64, test_samples=64,
+                         threshold_samples=64, threshold_tol=0.1, epochs_reference=0,
+                         epochs_spr=0, epochs_finetune=0, max_drop=100.0)
+    summary = quiet(config, tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["input"] == summary["input"]
+    assert (saved["input"]["image_size"], saved["input"]["pad_to"],
+            saved["input"]["model_input_size"], saved["input"]["channels"]) == (
+                [8, 8], 32, [32, 32], 1)
+    pruned = spr.load_pruned(tmp_path / "pruned", spr.models.resnet20(in_channels=1))
+    test = digits("test").subset(64, seed=0).loader(512, shuffle=False,
+                                                    pad_to=saved["input"]["pad_to"])
+    assert spr.evaluate(pruned, test) == pytest.approx(saved["accuracy_finetuned"])
+
+
+def test_small_cnn_results_say_no_padding(straight):
+    assert straight[1]["input"]["pad_to"] is None
+    assert straight[1]["input"]["model_input_size"] == [8, 8]
+
+
+def test_a_long_run_is_announced_before_training(tmp_path, monkeypatch):
+    import spr._pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "WARN_SECONDS", 0.0)  # every run is "long"
+    Interrupt(monkeypatch, 1)  # stop at the first epoch: the messages come before it
+    lines = []
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(CONFIG, tmp_path, progress=False, log=lines.append)
+    assert lines[0].startswith("warning: this run will take about")
+    assert "--preset quick" in lines[0] and "resumed" in lines[0]
+    assert lines[1].startswith("expected time: about") and "SGD steps at" in lines[1]
+
+
+def test_the_estimate_counts_the_steps_left():
+    from spr._estimate import estimate_seconds
+    from spr._run import _Run
+
+    run = _Run(CONFIG, progress=False)
+    per_epoch = len(run.loader("reference", 0))
+    fresh = estimate_seconds(run, {"stage": "reference", "epoch": 0, "records": {}}, False)
+    assert fresh["steps"] == per_epoch * (2 + 2 + 2) and fresh["seconds"] > 0
+    later = estimate_seconds(run, {"stage": "spr", "epoch": 1, "records": {}}, True)
+    assert later["epochs_left"] == {"reference": 0, "spr": 1, "finetune": 2}
+    assert estimate_seconds(run, {"stage": "done", "epoch": 0, "records": {}}, True) is None

@@ -12,7 +12,7 @@ from spr.models import resnet20
 
 
 def naive_spr(w: torch.Tensor, alpha: float, M: float) -> torch.Tensor:
-    """The three cases of DESIGN.md §3.3 for one group vector, written out literally."""
+    """The three cases of docs/mathematics.md §3 for one group vector, written out literally."""
     a, b = alpha, 1 - alpha
     r, m = torch.linalg.vector_norm(w), w.abs().max()
     if m == 0:
