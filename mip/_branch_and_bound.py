@@ -20,9 +20,10 @@ and the node is pruned when that bound reaches the incumbent within ``mip_gap``.
 bound does not prune, the node's perspective bound (:func:`mip._perspective_bound.
 perspective_bound`: the perspective relaxation with the node's fixings, what is left of the
 cardinality and the budget, a few warm-started first-order steps, valid wherever they stop) is
-tried as well; a node keeps the larger of the two and never less than its parent's. After 30
-tries the perspective bound is only used while it prunes at least one node in five (it costs tens
-of ridge bounds, and with a binding cardinality and a small ridge it is often weak). Otherwise its
+tried as well at nodes with at most ``perspective_depth`` groups decided (default n/4: near the
+root, where a pruned node saves a large subtree; deeper down a perspective bound costs more than
+the ridge-bounded subtree it would save); a node keeps the larger of the two and never less than
+its parent's. Otherwise its
 largest support U is fitted exactly (box-constrained, :func:`mip.fit_support`) when it is
 feasible, and the node branches on one free group: dropped (explored first), then kept (skipped if
 the cardinality would be exceeded). The cardinality and budget constraints are only checked on the
@@ -80,6 +81,7 @@ def solve_branch_and_bound(
     incumbent: NDArray[np.bool_] | None = None,
     root_bound: float = -np.inf,
     node_iterations: int = 40,
+    perspective_depth: int | None = None,
     deadline: float | None = None,
 ) -> MIPResult:
     """Solve ``problem`` to relative gap ``mip_gap`` (or until ``time_limit`` seconds).
@@ -88,7 +90,8 @@ def solve_branch_and_bound(
     time the incumbent improves and every 5,000 nodes). ``incumbent``: a feasible support to start
     from (e.g. :func:`mip.solve_layer`'s local search); ``root_bound``: a lower bound already
     proven (the result's bound is never below it); ``node_iterations``: first-order steps of the
-    perspective bound per node (0: ridge bounds only); ``deadline``: a ``time.perf_counter()``
+    perspective bound per node (0: ridge bounds only); ``perspective_depth``: the deepest nodes
+    (groups decided) that get one; ``deadline``: a ``time.perf_counter()``
     value that overrides ``time_limit``.
 
     >>> rng = np.random.default_rng(0)
@@ -104,6 +107,7 @@ def solve_branch_and_bound(
     start = time.perf_counter()
     deadline = start + time_limit if deadline is None else deadline
     n = problem.n_groups
+    perspective_depth = n // 4 if perspective_depth is None else perspective_depth
     per_group = problem.lam * (1 - problem.alpha)
     limit = n if problem.max_keep is None else min(problem.max_keep, n)
     best = [np.inf, np.zeros(n, bool), np.zeros((problem.n_out, problem.d))]
@@ -144,7 +148,6 @@ def solve_branch_and_bound(
     if incumbent is not None:
         fit(np.asarray(incumbent, dtype=bool))
     lipschitz = largest_eigenvalue(problem.gram) if node_iterations > 0 else 0.0
-    tried = pruned_by_perspective = 0  # the perspective bound is kept only while it prunes
     bar = tqdm(desc="branch and bound", unit=" nodes", disable=not progress, leave=False)
     status = "optimal"
     while stack:
@@ -161,15 +164,13 @@ def solve_branch_and_bound(
             ridge = ridge_value(problem, union)
         bound = max(bound, ridge + per_group * int(kept.sum()))
         child_start = None
-        useful = tried < 30 or pruned_by_perspective >= 0.2 * tried
-        if bound < threshold and node_iterations > 0 and free and useful:
-            tried += 1
+        shallow = n - len(free) <= perspective_depth
+        if bound < threshold and node_iterations > 0 and free and shallow:
             node = perspective_bound(
                 problem, fixed_in=kept, fixed_out=~union, start=start_W,
                 iterations=node_iterations, deadline=deadline, lipschitz=lipschitz,
                 target=threshold)
             bound = max(bound, node.value)
-            pruned_by_perspective += bound >= threshold
             child_start = node.weight
         if bound >= threshold:
             pruned_bound = min(pruned_bound, bound)

@@ -1,6 +1,6 @@
 """A lower bound on the layer MIP from its perspective relaxation, valid wherever it stops.
 
-The relaxation (DESIGN of :mod:`mip._relaxations`, z in [0, 1]) with the cardinality and budget
+The relaxation (:mod:`mip._relaxations`, z in [0, 1]) with the cardinality and budget
 constraints kept::
 
     min_{W, z}  f(W) + lam * sum_j [alpha*||W_j||^2 / z_j + (1-alpha)*z_j]
@@ -31,7 +31,7 @@ LP runs over the free groups with what is left of k and the budget.
 **The first-order method** that moves ``Wb`` towards the relaxation's optimum is accelerated
 proximal gradient (FISTA with adaptive restart) on ``f(W) + sum_j h_j(W_j)``, where for a free
 group ``h_j`` is z projected out of ``a||w||^2/z + (b + mu + nu*cost_j)*z`` (the reverse-Huber
-penalty, whose prox is closed form: DESIGN §3.3) with the current LP multipliers, for a fixed-in
+penalty, prox in closed form: docs/mathematics.md §3) at the current LP multipliers, for a fixed-in
 group ``a||w||^2 + b``; the box is imposed by clipping. One iteration costs a product
 ``W G_UU`` (out x m x m, m the free and fixed-in columns); the bound is evaluated every few
 iterations and the best one is kept.
@@ -150,7 +150,13 @@ def _prox(V: NDArray, order: NDArray, a: float, b_free: NDArray, free: NDArray, 
             scale = np.where(norms <= 2 * t * s, 0.0,
                              np.where(norms <= kk + 2 * t * s, 1.0 - 2.0 * t * s / norms,
                                       1.0 / (1.0 + 2.0 * t * a)))
-        candidates.append(R * np.nan_to_num(scale)[:, None])
+        berhu = R * np.nan_to_num(scale)[:, None]
+        r, m = np.linalg.norm(berhu, axis=1), np.max(np.abs(berhu), axis=1, initial=0.0)
+        if np.all(m <= M * np.minimum(1.0, np.sqrt(a / b_free) * r)):
+            # the box is inactive at the reverse-Huber prox: it is the exact prox of h
+            best = np.where(free[:, None], berhu, np.clip(kept, -M, M))
+            return _from_group_rows(best, order, out)
+        candidates.append(berhu)
     candidates.append((R - _project_l1(R, t * b_free / M)) / (1.0 + 2.0 * t * a))
     best, best_value = kept, np.full(n_local, np.inf)
     for C in candidates:
