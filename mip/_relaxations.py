@@ -72,8 +72,9 @@ def big_m_relaxation(problem: LayerProblem, time_limit: float = 60.0) -> Relaxat
     return Relaxation(float(results.incumbent_objective), W, z, time.perf_counter() - start)
 
 
-def perspective_relaxation(problem: LayerProblem) -> Relaxation:
-    """The perspective relaxation solved as a conic program by cvxpy (Clarabel)."""
+def perspective_relaxation(problem: LayerProblem, time_limit: float = 60.0) -> Relaxation:
+    """The perspective relaxation solved as a conic program by cvxpy (Clarabel, stopped after
+    ``time_limit`` seconds: RuntimeError then)."""
     cp = require("cvxpy", "cvxpy", "the perspective relaxation")
     start = time.perf_counter()
     A, B, offset = problem.factors
@@ -93,7 +94,8 @@ def perspective_relaxation(problem: LayerProblem) -> Relaxation:
     if problem.cost is not None:
         constraints.append(problem.cost @ z <= problem.budget)
     program = cp.Problem(cp.Minimize(objective / scale), constraints)
-    program.solve(solver=cp.CLARABEL, tol_gap_abs=1e-9, tol_gap_rel=1e-9, tol_feas=1e-9)
+    program.solve(solver=cp.CLARABEL, tol_gap_abs=1e-9, tol_gap_rel=1e-9, tol_feas=1e-9,
+                  time_limit=float(time_limit))
     if program.status not in ("optimal", "optimal_inaccurate"):
         raise RuntimeError(f"cvxpy could not solve the perspective relaxation ({program.status})")
     W_value = np.clip(W.value, -problem.M, problem.M)

@@ -147,8 +147,6 @@ def _relaxation_value(name: str, problem: mip.LayerProblem, time_limit: float) -
         return float("nan")
     solve = getattr(mip, f"{name}_relaxation")
     try:
-        if name == "perspective":  # cvxpy/Clarabel: no time limit to pass
-            return solve(problem).value
         return solve(problem, time_limit=time_limit).value
     except RuntimeError as err:
         warnings.warn(f"solve_mip: the {name} relaxation is not reported: {err}", stacklevel=3)
