@@ -2,8 +2,9 @@
 
 For each k in ``ks`` the problem is ``problem`` with ``max_keep = k`` (its budget, if any, still
 applies). One greedy backward elimination gives a nested warm start for every k; each k then gets
-the swap local search from the better of the greedy support and the support found for the next
-larger k less its weakest group, and, when the layer is small enough, branch and bound. Bounds come
+the swap local search (full neighbourhoods) from the greedy support, from the magnitude support
+(:func:`mip._solve_layer.magnitude_support`) and from the support found for the next larger k less
+its weakest group, and, when the layer is small enough, branch and bound. Bounds come
 from the perspective relaxation at a few anchor values of k (FISTA, warm-started from the
 neighbouring anchor), and every iterate found is evaluated for *all* k at once
 (:func:`mip._perspective_bound.bounds_at`: one gradient and a prefix sum). Two monotonicity facts
@@ -26,7 +27,13 @@ from mip._local_search import greedy_backward, swap_search
 from mip._perspective_bound import bounds_at, perspective_bound
 from mip._problem import LayerProblem
 from mip._result import relative_gap
-from mip._solve_layer import BRANCH_AND_BOUND_GROUPS, _feasible_sizes, check_memory
+from mip._solve_layer import (
+    BRANCH_AND_BOUND_GROUPS,
+    _feasible_sizes,
+    check_memory,
+    full_fit_norms,
+    magnitude_support,
+)
 from mip._support_fit import fit_support
 
 __all__ = ["KeepCurve", "keep_curve"]
@@ -102,6 +109,7 @@ def keep_curve(
             raise ValueError(f"every k exceeds the problem's max_keep={problem.max_keep}")
     K = ks.size
     path = greedy_backward(problem, start + 0.2 * time_limit)
+    norms = full_fit_norms(problem)
     keeps = np.zeros((K, n), bool)
     values = np.full(K, np.inf)
     weights: dict[int, NDArray] = {}
@@ -111,8 +119,12 @@ def keep_curve(
     previous = None
     for index in range(K - 1, -1, -1):
         k = int(ks[index])
-        sizes = [m for m in _feasible_sizes(problem, path, k)]
-        starts = [path.support(min(sizes, key=lambda m: path.values[m]))]
+        sizes = _feasible_sizes(problem, path, k)
+        size = min(sizes, key=lambda m: path.values[m])
+        starts = [path.support(size)]
+        magnitude = magnitude_support(problem, size, norms)
+        if problem.cost is None or problem.cost @ magnitude <= problem.budget:
+            starts.append(magnitude)
         if previous is not None and previous.sum() > k:
             # drop the weakest group of the larger support (ridge loss when dropped)
             kept = np.flatnonzero(previous)
@@ -128,8 +140,9 @@ def keep_curve(
             starts.append(previous)
         best = None
         for begin in starts:
-            found, _ = swap_search(problem, begin, max_keep=k,
-                                   deadline=min(deadline, time.perf_counter() + share))
+            found, _ = swap_search(problem, begin, max_keep=k, candidates=n,
+                                   deadline=min(deadline, time.perf_counter()
+                                                + share / len(starts)))
             for keep in (begin, found):
                 W = fit_support(problem, keep)
                 value = problem.objective(W, keep)

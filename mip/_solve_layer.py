@@ -105,11 +105,17 @@ def primal(problem: LayerProblem, deadline: float, max_keep: int | None = None,
     return best
 
 
-def magnitude_support(problem: LayerProblem, size: int) -> NDArray[np.bool_]:
-    """The ``size`` groups of largest norm in the ridge fit of every group (the usual start of a
-    swap search, e.g. OSSCAR's)."""
+def full_fit_norms(problem: LayerProblem) -> NDArray[np.float64]:
+    """(n_groups,) the norm of each group in the ridge fit of every group (one Cholesky)."""
     W = ridge_solution(problem, np.ones(problem.d, bool))  # (d, out)
-    norms = np.sqrt(np.sum((W * W).reshape(problem.n_groups, -1), axis=1))
+    return np.sqrt(np.sum((W * W).reshape(problem.n_groups, -1), axis=1))
+
+
+def magnitude_support(problem: LayerProblem, size: int,
+                      norms: NDArray[np.float64] | None = None) -> NDArray[np.bool_]:
+    """The ``size`` groups of largest norm in the ridge fit of every group (the usual start of a
+    swap search, e.g. OSSCAR's); ``norms``: :func:`full_fit_norms`, if already computed."""
+    norms = full_fit_norms(problem) if norms is None else norms
     keep = np.zeros(problem.n_groups, bool)
     keep[np.argsort(-norms, kind="stable")[:size]] = True
     return keep
