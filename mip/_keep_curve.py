@@ -23,14 +23,14 @@ from numpy.typing import ArrayLike, NDArray
 from tqdm.auto import tqdm
 
 from mip._branch_and_bound import solve_branch_and_bound
-from mip._local_search import greedy_backward, swap_search
+from mip._local_search import greedy_backward, shrink_support, swap_search
 from mip._perspective_bound import bounds_at, perspective_bound
 from mip._problem import LayerProblem
 from mip._result import relative_gap
 from mip._solve_layer import (
     BRANCH_AND_BOUND_GROUPS,
-    _feasible_sizes,
     check_memory,
+    feasible_sizes,
     full_fit_norms,
     magnitude_support,
 )
@@ -119,25 +119,16 @@ def keep_curve(
     previous = None
     for index in range(K - 1, -1, -1):
         k = int(ks[index])
-        sizes = _feasible_sizes(problem, path, k)
+        sizes = feasible_sizes(problem, path, k)
         size = min(sizes, key=lambda m: path.values[m])
         starts = [path.support(size)]
         magnitude = magnitude_support(problem, size, norms)
         if problem.cost is None or problem.cost @ magnitude <= problem.budget:
             starts.append(magnitude)
-        if previous is not None and previous.sum() > k:
-            # drop the weakest group of the larger support (ridge loss when dropped)
-            kept = np.flatnonzero(previous)
-            from mip._local_search import _removal_costs, _Support, heuristic_ridge
-
-            support = _Support(problem, kept.tolist(), heuristic_ridge(problem))
-            rem = _removal_costs(support.P, support.beta, problem.group_size)
-            smaller = previous.copy()
-            smaller[kept[np.argsort(rem)[: int(previous.sum()) - k]]] = False
+        if previous is not None:  # the next larger k's support, less its weakest groups
+            smaller = shrink_support(problem, previous, k)
             if problem.cost is None or problem.cost @ smaller <= problem.budget:
                 starts.append(smaller)
-        elif previous is not None:
-            starts.append(previous)
         best = None
         for begin in starts:
             found, _ = swap_search(problem, begin, max_keep=k, candidates=n,

@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 
 from mip._problem import LayerProblem
 
-__all__ = ["GreedyPath", "greedy_backward", "removal_costs_of_all", "swap_search"]
+__all__ = ["GreedyPath", "greedy_backward", "removal_costs_of_all", "shrink_support", "swap_search"]
 
 
 def heuristic_ridge(problem: LayerProblem) -> float:
@@ -177,6 +177,21 @@ def removal_costs_of_all(problem: LayerProblem, rho: float | None = None) -> NDA
     rho = heuristic_ridge(problem) if rho is None else rho
     support = _Support(problem, list(range(problem.n_groups)), rho)
     return _removal_costs(support.P, support.beta, problem.group_size)
+
+
+def shrink_support(problem: LayerProblem, keep: NDArray[np.bool_], size: int,
+                   rho: float | None = None) -> NDArray[np.bool_]:
+    """``keep`` less its groups of smallest removal cost ``rem_i`` (all judged at ``keep``) down
+    to ``size`` groups: the warm start of a smaller k from a larger k's support."""
+    kept = np.flatnonzero(keep)
+    if kept.size <= size:
+        return np.asarray(keep, dtype=bool).copy()
+    rho = heuristic_ridge(problem) if rho is None else rho
+    support = _Support(problem, kept.tolist(), rho)
+    rem = _removal_costs(support.P, support.beta, problem.group_size)
+    smaller = np.asarray(keep, dtype=bool).copy()
+    smaller[kept[np.argsort(rem, kind="stable")[: kept.size - size]]] = False
+    return smaller
 
 
 class GreedyPath:

@@ -70,7 +70,7 @@ def _trivial(problem: LayerProblem) -> bool:
     return not np.any(problem.gram) and not np.any(problem.xty)
 
 
-def _feasible_sizes(problem: LayerProblem, path, limit: int) -> list[int]:
+def feasible_sizes(problem: LayerProblem, path, limit: int) -> list[int]:
     sizes = []
     for m in range(limit + 1):
         if problem.cost is None or problem.cost @ path.support(m) <= problem.budget:
@@ -86,7 +86,7 @@ def primal(problem: LayerProblem, deadline: float, max_keep: int | None = None,
     limit = problem.max_keep if max_keep is None else max_keep
     limit = n if limit is None else min(int(limit), n)
     path = greedy_backward(problem, deadline) if path is None else path
-    sizes = _feasible_sizes(problem, path, limit)
+    sizes = feasible_sizes(problem, path, limit)
     size = min(sizes, key=lambda m: path.values[m])
     starts = [path.support(size)]
     magnitude = magnitude_support(problem, size)
