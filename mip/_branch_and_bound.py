@@ -45,6 +45,7 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
+from mip._checks import check_limits
 from mip._local_search import removal_costs_of_all
 from mip._perspective_bound import largest_eigenvalue, perspective_bound
 from mip._problem import LayerProblem
@@ -102,8 +103,7 @@ def solve_branch_and_bound(
     >>> r.status, int(r.keep.sum()) <= 3, r.gap <= 1e-4
     ('optimal', True, True)
     """
-    if not (mip_gap >= 0 and time_limit > 0):
-        raise ValueError(f"need mip_gap >= 0 and time_limit > 0; got {mip_gap}, {time_limit}")
+    check_limits(time_limit, mip_gap)
     start = time.perf_counter()
     deadline = start + time_limit if deadline is None else deadline
     n = problem.n_groups

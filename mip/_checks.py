@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["check_alpha", "check_nonnegative", "check_positive"]
+__all__ = ["check_alpha", "check_limits", "check_nonnegative", "check_positive"]
 
 
 def check_alpha(alpha: float) -> float:
@@ -37,3 +37,9 @@ def check_positive(name: str, value: float, *, allow_inf: bool = False) -> float
         allowed = "> 0 (inf allowed)" if allow_inf else "finite and > 0"
         raise ValueError(f"{name} must be {allowed}; got {value!r}")
     return number
+
+
+def check_limits(time_limit: float, mip_gap: float) -> None:
+    """A solver's stopping rule: ``time_limit > 0`` seconds and relative gap ``mip_gap >= 0``."""
+    if not (mip_gap >= 0 and time_limit > 0):
+        raise ValueError(f"need mip_gap >= 0 and time_limit > 0; got {mip_gap}, {time_limit}")

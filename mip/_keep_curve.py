@@ -23,6 +23,7 @@ from numpy.typing import ArrayLike, NDArray
 from tqdm.auto import tqdm
 
 from mip._branch_and_bound import solve_branch_and_bound
+from mip._checks import check_limits
 from mip._local_search import greedy_backward, shrink_support, swap_search
 from mip._perspective_bound import bounds_at, perspective_bound
 from mip._problem import LayerProblem
@@ -96,8 +97,7 @@ def keep_curve(
     >>> bool(np.all(np.diff(c.objective) <= 0)), bool(np.all(c.bound <= c.objective))
     (True, True)
     """
-    if not (mip_gap >= 0 and time_limit > 0):
-        raise ValueError(f"need mip_gap >= 0 and time_limit > 0; got {mip_gap}, {time_limit}")
+    check_limits(time_limit, mip_gap)
     check_memory(problem)
     start = time.perf_counter()
     deadline = start + time_limit

@@ -57,6 +57,7 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from mip._checks import check_limits
 from mip._result import relative_gap
 
 __all__ = ["KnapsackProblem", "KnapsackResult", "solve_knapsack"]
@@ -569,8 +570,7 @@ def solve_knapsack(
     >>> r.choice.tolist(), r.objective, r.size_used, r.status
     ([0, 1, 1], 6.5, 7.0, 'optimal')
     """
-    if not (mip_gap >= 0 and time_limit > 0):
-        raise ValueError(f"need mip_gap >= 0 and time_limit > 0; got {mip_gap}, {time_limit}")
+    check_limits(time_limit, mip_gap)
     start = time.perf_counter()
     problem.check_budgets()
     merged = problem.merged

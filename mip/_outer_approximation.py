@@ -37,6 +37,7 @@ import pyomo.environ as pyo
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
+from mip._checks import check_limits
 from mip._constraints import add_side_constraints
 from mip._problem import LayerProblem
 from mip._result import MIPResult, relative_gap
@@ -166,8 +167,7 @@ def solve_exact(
     """
     if cuts not in ("perspective", "tangent"):
         raise ValueError(f'cuts must be "perspective" or "tangent"; got {cuts!r}')
-    if not (mip_gap >= 0 and time_limit > 0):
-        raise ValueError(f"need mip_gap >= 0 and time_limit > 0; got {mip_gap}, {time_limit}")
+    check_limits(time_limit, mip_gap)
     start = time.perf_counter()
     master = _Master(problem)
     n = problem.n_groups

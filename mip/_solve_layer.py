@@ -37,6 +37,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from mip._branch_and_bound import ridge_value, solve_branch_and_bound
+from mip._checks import check_limits
 from mip._local_search import greedy_backward, swap_search
 from mip._perspective_bound import perspective_bound
 from mip._problem import LayerProblem
@@ -144,8 +145,7 @@ def solve_layer(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}; got {method!r}")
-    if not (mip_gap >= 0 and time_limit > 0):
-        raise ValueError(f"need mip_gap >= 0 and time_limit > 0; got {mip_gap}, {time_limit}")
+    check_limits(time_limit, mip_gap)
     check_memory(problem)
     start = time.perf_counter()
     deadline = start + time_limit
