@@ -110,6 +110,12 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
         )
 
 
+
+def json_error_detail(err: json.JSONDecodeError, text: str) -> str:
+    """Where a JSON file fails to parse, for an error message that names the file."""
+    empty = "; the file is empty" if not text.strip() else ""
+    return f"{err.msg} at line {err.lineno} column {err.colno}{empty}"
+
 @dataclass(frozen=True)
 class PruneConfig:
     """Settings of :func:`spr.run_pipeline` and ``spr prune`` (each field is a CLI option).
@@ -254,8 +260,7 @@ class PruneConfig:
             values = json.loads(text)
         except json.JSONDecodeError as err:
             raise ValueError(
-                f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno}"
-                f"{'; the file is empty' if not text.strip() else ''}); a config file is an "
+                f"{path}: not valid JSON ({json_error_detail(err, text)}); a config file is an "
                 f'object of settings such as {{"arch": "resnet20", "lam": 10.0}}'
             ) from None
         if not isinstance(values, dict):

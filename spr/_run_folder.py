@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from spr._atomic import write_text_atomic
-from spr._config import PruneConfig
+from spr._config import PruneConfig, json_error_detail
 from spr._distributed import barrier, is_main
 from spr._run import REFERENCE_FIELDS, STAGES, PipelineError, _Run
 from spr._surgery import layer_widths
@@ -155,8 +155,7 @@ def read_folder(out: Path, config: PruneConfig, restart: bool, run: _Run) -> dic
         state = json.loads(text)
     except json.JSONDecodeError as err:
         raise PipelineError(
-            f"{state_path} is not valid JSON ({err.msg} at line {err.lineno} column "
-            f"{err.colno}{'; the file is empty' if not text.strip() else ''}; truncated?): "
+            f"{state_path} is not valid JSON ({json_error_detail(err, text)}; truncated?): "
             f"{_FIX}") from None
     state = _check_state(state, out, config)
     stage, epoch = state["stage"], state["epoch"]
