@@ -2,23 +2,12 @@
 from 512 calibration tokens of *Emma* (two windows of 256). Skipped when the llm extra or the
 data (``make data``: data/smollm2, data/austen) is absent."""
 
-import importlib
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def llm_layers():
-    sys.path.insert(0, str(ROOT / "experiments"))
-    try:
-        return importlib.import_module("_llm_layers")
-    finally:
-        sys.path.remove(str(ROOT / "experiments"))
+from tests.experiments.importing import import_experiment
 
 
 def require_smollm2():
@@ -38,7 +27,7 @@ def require_smollm2():
 @pytest.mark.slow
 def test_down_proj_problem_of_a_real_layer():
     require_smollm2()
-    ll = llm_layers()
+    ll = import_experiment("_llm_layers")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

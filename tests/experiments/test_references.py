@@ -4,27 +4,19 @@ on tiny layer problems (n_groups <= 8), and the ReferenceUnavailable paths."""
 import importlib
 import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import mip
+from tests.experiments.importing import import_experiment
 
-ROOT = Path(__file__).resolve().parents[2]
 HAVE_GUROBI = importlib.util.find_spec("gurobipy") is not None
 HAVE_ABESS = importlib.util.find_spec("abess") is not None
 
 
-def experiment():
-    sys.path.insert(0, str(ROOT / "experiments"))
-    try:
-        return importlib.import_module("_references")
-    finally:
-        sys.path.remove(str(ROOT / "experiments"))
 
-
-refs = experiment()
+refs = import_experiment("_references")
 
 
 def problem(seed, group_size, out, n, max_keep=None, budget=False, M_scale=1.5):

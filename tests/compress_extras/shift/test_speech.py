@@ -2,30 +2,23 @@
 ResNet (QAT from the float model) reaches at least 95% of the float model's held-out accuracy.
 A real (short) training run on data/fsdd/digits.npz; skipped when the file is absent."""
 
-import importlib
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.experiments.importing import import_experiment
+
 ROOT = Path(__file__).resolve().parents[3]
 FSDD = ROOT / "data" / "fsdd" / "digits.npz"
 
-
-def experiment():
-    sys.path.insert(0, str(ROOT / "experiments"))
-    try:
-        return importlib.import_module("denseshift")
-    finally:
-        sys.path.remove(str(ROOT / "experiments"))
 
 
 @pytest.mark.slow
 def test_3bit_denseshift_reaches_95_percent_of_float_on_speech():
     if not FSDD.exists():
         pytest.skip(f"{FSDD} not found: run `make data` to install the FSDD MFCC features")
-    ds = experiment()
+    ds = import_experiment("denseshift")
     torch.manual_seed(0)
     data = ds.speech_data(frames=32, seed=0)
     (xtr, ytr), (xte, yte), info = data
