@@ -347,15 +347,17 @@ def _as_format_1(arch: dict) -> None:
     arch.pop("architecture_sha256", None)
 
 
+def _widen_conv1(arch):
+    """The edit of the issue: one width in architecture.json changed from 16 to 18."""
+    arch["modules"]["layer1.0.conv1"]["out_channels"] = 18
+
+
 def test_a_width_edited_in_architecture_json_is_refused(resnet20_pruned, tmp_path):
     path = save_pruned(resnet20_pruned, tmp_path / "p")
     arch = json.loads((path / "architecture.json").read_text())
     assert arch["modules"]["layer1.0.conv1"]["out_channels"] == 16
 
-    def widen(arch):
-        arch["modules"]["layer1.0.conv1"]["out_channels"] = 18
-
-    _edit_json(path, widen)
+    _edit_json(path, _widen_conv1)
     base = resnet20(in_channels=1, shortcut="B")
     snap = snapshot(base)
     with pytest.raises(ValueError, match="architecture.json was changed after it was saved") as err:
@@ -379,10 +381,7 @@ def test_old_format_1_saves_load_and_their_widths_are_checked_against_the_weight
     loaded = load_pruned(path, resnet20(in_channels=1, shortcut="B")).eval()
     assert torch.equal(loaded(x), resnet20_pruned(x))
 
-    def widen(arch):
-        arch["modules"]["layer1.0.conv1"]["out_channels"] = 18
-
-    _edit_json(path, widen)
+    _edit_json(path, _widen_conv1)
     base = resnet20(in_channels=1, shortcut="B")
     snap = snapshot(base)
     with pytest.raises(ValueError, match="do not match the weights") as err:
