@@ -109,7 +109,7 @@ def keep_curve(
             raise ValueError(f"every k exceeds the problem's max_keep={problem.max_keep}")
     K = ks.size
     path = greedy_backward(problem, start + 0.2 * time_limit)
-    norms = full_fit_norms(problem)
+    norms = full_fit_norms(problem, path)
     keeps = np.zeros((K, n), bool)
     values = np.full(K, np.inf)
     weights: dict[int, NDArray] = {}

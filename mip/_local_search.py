@@ -201,10 +201,14 @@ class GreedyPath:
         order: (n_groups,) groups in the order they were dropped (the last one is kept longest).
         values: (n_groups + 1,) heuristic value (module docstring) of the support of each size
             m = 0..n (``values[m]``).
+        rho: the ridge the values were computed with.
+        full_norms: (n_groups,) the norm of each group in the ridge fit of every group (the
+            coefficients the elimination starts from).
     """
 
-    def __init__(self, order: NDArray[np.intp], values: NDArray[np.float64]) -> None:
-        self.order, self.values = order, values
+    def __init__(self, order: NDArray[np.intp], values: NDArray[np.float64], rho: float,
+                 full_norms: NDArray[np.float64]) -> None:
+        self.order, self.values, self.rho, self.full_norms = order, values, rho, full_norms
 
     def support(self, size: int) -> NDArray[np.bool_]:
         """The kept groups (n_groups,) bool of the support with ``size`` groups."""
@@ -231,6 +235,7 @@ def greedy_backward(problem: LayerProblem, deadline: float = np.inf,
     rho = heuristic_ridge(problem) if rho is None else rho
     per_group = problem.lam * (1 - problem.alpha)
     support = _Support(problem, list(range(n)), rho)
+    full_norms = np.sqrt(np.sum((support.beta * support.beta).reshape(n, -1), axis=1))
     total = float(problem.yty.sum())
     values = np.full(n + 1, np.nan)
     values[n] = total - support.explained() + per_group * n
@@ -261,7 +266,7 @@ def greedy_backward(problem: LayerProblem, deadline: float = np.inf,
             values[m - count:m] = total - explained + per_group * (m - count)
     if len(order) == n:
         values[0] = total
-    return GreedyPath(np.asarray(order, dtype=np.intp), values)
+    return GreedyPath(np.asarray(order, dtype=np.intp), values, rho, full_norms)
 
 
 def _feasible(problem: LayerProblem, keep: NDArray[np.bool_], max_keep: int) -> bool:

@@ -38,7 +38,7 @@ from numpy.typing import NDArray
 
 from mip._branch_and_bound import ridge_value, solve_branch_and_bound
 from mip._checks import check_limits
-from mip._local_search import greedy_backward, swap_search
+from mip._local_search import GreedyPath, greedy_backward, swap_search
 from mip._perspective_bound import perspective_bound
 from mip._problem import LayerProblem
 from mip._result import MIPResult, relative_gap
@@ -80,7 +80,7 @@ def feasible_sizes(problem: LayerProblem, path, limit: int) -> list[int]:
 
 
 def primal(problem: LayerProblem, deadline: float, max_keep: int | None = None,
-           path=None) -> tuple[NDArray[np.bool_], NDArray[np.float64], float]:
+           path: GreedyPath | None = None) -> tuple[NDArray[np.bool_], NDArray[np.float64], float]:
     """The heuristic incumbent: ``(keep, weight, objective)`` (steps 1 of the module docstring).
     Never worse than the greedy support it starts from."""
     n = problem.n_groups
@@ -90,7 +90,7 @@ def primal(problem: LayerProblem, deadline: float, max_keep: int | None = None,
     sizes = feasible_sizes(problem, path, limit)
     size = min(sizes, key=lambda m: path.values[m])
     starts = [path.support(size)]
-    magnitude = magnitude_support(problem, size)
+    magnitude = magnitude_support(problem, size, full_fit_norms(problem, path))
     if problem.cost is None or problem.cost @ magnitude <= problem.budget:
         starts.append(magnitude)
     best = None
@@ -106,10 +106,22 @@ def primal(problem: LayerProblem, deadline: float, max_keep: int | None = None,
     return best
 
 
-def full_fit_norms(problem: LayerProblem) -> NDArray[np.float64]:
-    """(n_groups,) the norm of each group in the ridge fit of every group (one Cholesky)."""
+def full_fit_norms(problem: LayerProblem, path: GreedyPath | None = None) -> NDArray[np.float64]:
+    """(n_groups,) the norm of each group in the ridge fit of every group: read off the greedy
+    ``path`` when it used the problem's ridge lam*alpha, else one Cholesky."""
+    if path is not None and path.rho == problem.lam * problem.alpha:
+        return path.full_norms
     W = ridge_solution(problem, np.ones(problem.d, bool))  # (d, out)
     return np.sqrt(np.sum((W * W).reshape(problem.n_groups, -1), axis=1))
+
+
+def full_ridge_value(problem: LayerProblem, path: GreedyPath | None = None) -> float:
+    """The ridge value of every group together, a lower bound on every support's objective
+    (module docstring): read off the greedy ``path`` when it used lam*alpha, else one solve."""
+    n = problem.n_groups
+    if path is not None and path.rho == problem.lam * problem.alpha:
+        return float(path.values[n] - problem.lam * (1 - problem.alpha) * n)
+    return ridge_value(problem, np.ones(n, bool))
 
 
 def magnitude_support(problem: LayerProblem, size: int,
@@ -169,10 +181,12 @@ def solve_layer(
                         "seconds": time.perf_counter() - start})
 
     branch = method == "auto" and n <= BRANCH_AND_BOUND_GROUPS
-    keep, W, value = primal(problem, start + (0.2 if branch else 0.4) * time_limit)
+    primal_deadline = start + (0.2 if branch else 0.4) * time_limit
+    path = greedy_backward(problem, primal_deadline)
+    keep, W, value = primal(problem, primal_deadline, path=path)
     # the ridge value of every group together bounds every support (it only falls as groups are
-    # added, and dropping the box only lowers it): nonnegative, one Cholesky
-    floor = min(ridge_value(problem, np.ones(n, bool)), value)
+    # added, and dropping the box only lowers it): nonnegative
+    floor = min(full_ridge_value(problem, path), value)
     note(0, floor, value)
     if branch:
         # ridge node bounds first (cheapest per node: what proves most layers fastest), then,
