@@ -90,17 +90,15 @@ def _lp(values: NDArray, cost: NDArray | None, slots: float, budget: float | Non
     return float(value), mu, nu
 
 
-def _group_rows(V: NDArray, order: NDArray, n_local: int) -> NDArray:
-    """The entries of each group as one row: (out, m) -> (n_local, out * g)."""
-    return V[:, order].reshape(V.shape[0], n_local, -1).transpose(1, 0, 2).reshape(n_local, -1)
+def _group_rows(V: NDArray, n_local: int) -> NDArray:
+    """The entries of each group as one row: (out, m) -> (n_local, out * g); the columns of
+    V come group after group."""
+    return V.reshape(V.shape[0], n_local, -1).transpose(1, 0, 2).reshape(n_local, -1)
 
 
-def _from_group_rows(R: NDArray, order: NDArray, out: int) -> NDArray:
-    n_local = R.shape[0]
-    V = R.reshape(n_local, out, -1).transpose(1, 0, 2).reshape(out, -1)
-    result = np.empty_like(V)
-    result[:, order] = V
-    return result
+def _from_group_rows(R: NDArray, out: int) -> NDArray:
+    """The inverse of :func:`_group_rows`: (n_local, out * g) -> (out, m)."""
+    return R.reshape(R.shape[0], out, -1).transpose(1, 0, 2).reshape(out, -1)
 
 
 def _penalty(r: NDArray, m: NDArray, a: float, b: NDArray, M: float) -> NDArray:
@@ -130,16 +128,16 @@ def _project_l1(R: NDArray, radius: NDArray) -> NDArray:
     return np.where(inside[:, None], R, P)
 
 
-def _prox(V: NDArray, order: NDArray, a: float, b_free: NDArray, free: NDArray, t: float,
+def _prox(V: NDArray, a: float, b_free: NDArray, free: NDArray, t: float,
           M: float) -> NDArray:
-    """An approximate prox of t*h for every group at once (V: out x m, columns grouped by
-    ``order``): per free group the best, by ``0.5||w - v||^2 + t*h(w)`` with the boxed penalty
+    """An approximate prox of t*h for every group at once (V: out x m, columns group after
+    group): per free group the best, by ``0.5||w - v||^2 + t*h(w)`` with the boxed penalty
     h, of three closed forms: the reverse-Huber prox (box ignored), the prox of the box term
     ``b*||w||_inf/M`` (v minus its projection on an l1 ball) shrunk for the ridge, and the
     kept-group shrink ``v/(1 + 2ta)``; fixed-in groups take the last. Any choice keeps the
     bound valid; a better one moves FISTA closer to the relaxation's optimum."""
     out, n_local = V.shape[0], b_free.size
-    R = _group_rows(V, order, n_local)
+    R = _group_rows(V, n_local)
     kept = R / (1.0 + 2.0 * t * a)
     norms = np.linalg.norm(R, axis=1)
     candidates = [kept]
@@ -155,7 +153,7 @@ def _prox(V: NDArray, order: NDArray, a: float, b_free: NDArray, free: NDArray, 
         if np.all(m <= M * np.minimum(1.0, np.sqrt(a / b_free) * r)):
             # the box is inactive at the reverse-Huber prox: it is the exact prox of h
             best = np.where(free[:, None], berhu, np.clip(kept, -M, M))
-            return _from_group_rows(best, order, out)
+            return _from_group_rows(best, out)
         candidates.append(berhu)
     candidates.append((R - _project_l1(R, t * b_free / M)) / (1.0 + 2.0 * t * a))
     best, best_value = kept, np.full(n_local, np.inf)
@@ -167,7 +165,7 @@ def _prox(V: NDArray, order: NDArray, a: float, b_free: NDArray, free: NDArray, 
         best = np.where(better[:, None], C, best)
         best_value = np.where(better, value, best_value)
     best = np.where(free[:, None], best, np.clip(kept, -M, M))
-    return _from_group_rows(best, order, out)
+    return _from_group_rows(best, out)
 
 
 def largest_eigenvalue(G: NDArray) -> float:
@@ -233,7 +231,6 @@ def perspective_bound(
     total = float(problem.yty.sum())
     n_local = local.size
     group_of = np.repeat(np.arange(n_local), g)
-    order = np.argsort(group_of, kind="stable")  # columns are already grouped: the identity
     free_local = ~fixed_in[local]
     cost_free = None if cost is None else cost[local][free_local]
     if n_local == 0:
@@ -271,7 +268,7 @@ def perspective_bound(
                 break
             done += 1
             step = Y - t * 2.0 * (YG - C.T)
-            new = _prox(step, order, a, b_free, free_local, t, M)
+            new = _prox(step, a, b_free, free_local, t, M)
             new_G = new @ G
             theta_next = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * theta * theta))
             if np.sum((Y - new) * (new - previous)) > 0:  # adaptive restart (O'Donoghue-Candes)
@@ -283,7 +280,7 @@ def perspective_bound(
             previous, WG, theta = new, new_G, theta_next
             if step_index % evaluate_every == 0 or step_index == steps:
                 best = max(best, evaluate(new, new_G)[0])
-        rows = _group_rows(previous, order, n_local)
+        rows = _group_rows(previous, n_local)
         norms = np.linalg.norm(rows, axis=1)
         z = np.minimum(1.0, np.maximum(np.max(np.abs(rows), axis=1, initial=0.0) / M,
                                        np.sqrt(a / np.maximum(b_free, 1e-300)) * norms))
