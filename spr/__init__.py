@@ -18,17 +18,24 @@ Public API:
     PruneConfig, run_pipeline    every setting of the paper's protocol; the resumable run
     solve_mip, LayerSolution     input-channel selection of one layer, certified (mip.solve_layer)
     keep_curve                   that selection for every number of kept channels (mip.keep_curve)
+    prune_to_budget, BudgetPlan  one-shot pruning to a stated MAC / parameter budget: keep-k
+                                 curves, a knapsack over them, sequential refit; certified
+    reconstruct                  that sequential refit for supports chosen elsewhere
+    channel_groups               the prunable channel groups of a network (and those kept whole)
     layer_problem                that layer's MIP as a mip.LayerProblem (for the mip solvers)
     models, data                 CIFAR-style ResNets and a small CNN; offline dataset loaders
 """
 
 from spr import data, models
+from spr._budget_plan import BudgetPlan, Certificate
+from spr._channel_groups import ChannelGroup, KeptWhole, channel_groups
 from spr._closed_form import spr_indicator, spr_penalty
 from spr._config import PruneConfig
 from spr._counting import Size, count_macs, count_params, mac_weights, macs_by_layer, measure
 from spr._group_lasso import GroupLassoRegularizer
 from spr._pipeline import reference_M, run_pipeline
 from spr._prox import spr_prox
+from spr._prune_to_budget import prune_to_budget, reconstruct
 from spr._regularizer import SPRegularizer
 from spr._serialize import load_pruned, save_pruned
 from spr._solve_mip import LayerSolution, keep_curve, layer_problem, solve_mip
@@ -38,7 +45,11 @@ from spr._threshold import ThresholdResult, threshold_search
 from spr._training import evaluate, train
 
 __all__ = [
+    "BudgetPlan",
+    "Certificate",
+    "ChannelGroup",
     "GroupLassoRegularizer",
+    "KeptWhole",
     "LayerSolution",
     "PruneConfig",
     "PruningError",
@@ -52,11 +63,14 @@ __all__ = [
     "keep_curve",
     "layer_problem",
     "layer_widths",
+    "channel_groups",
     "load_pruned",
     "mac_weights",
     "macs_by_layer",
     "measure",
     "models",
+    "prune_to_budget",
+    "reconstruct",
     "reference_M",
     "remove_pruned",
     "run_pipeline",

@@ -19,8 +19,11 @@ samples, so a conv's unfolded rows need not fit in memory at once), for target w
 (optional; ``T_k`` as ``W_k``)::
 
     gram[k] = sum R_k^T R_k              (g, d, d)
-    xty[k]  = sum R_k^T (R_k T_k^T)      (g, d, O/g)
-    yty[k]  = sum_rows (R_k T_k^T)**2    (g, O/g)     the diagonal of Y_k^T Y_k
+    xty[k]  = sum R_k^T (S_k T_k^T)      (g, d, O/g)
+    yty[k]  = sum_rows (S_k T_k^T)**2    (g, O/g)     the diagonal of Y_k^T Y_k
+
+with ``S = R`` (the layer's own outputs) unless other target inputs are given (``S`` their rows:
+the dense network's inputs to the layer, say, while ``R`` are the pruned network's).
     count   = number of rows N per group
 """
 
@@ -143,19 +146,34 @@ class InputStatistics:
         self.yty: Tensor | None = None
         self.count = 0
 
-    def update(self, X: Tensor) -> None:
-        """Add the statistics of the inputs ``X`` (one batch, as the layer receives it)."""
+    def update(self, X: Tensor, target_inputs: Tensor | None = None) -> None:
+        """Add the statistics of the inputs ``X`` (one batch, as the layer receives it).
+
+        ``target_inputs``: the inputs the *targets* are computed from, when they differ from
+        ``X`` (same shape; needs ``weight``): ``Y = rows(target_inputs) @ T^T``. Sequential
+        reconstruction passes the pruned network's inputs as ``X`` and the dense network's as
+        ``target_inputs``, so the fit maps what the layer now receives to what it produced."""
         if not isinstance(X, Tensor):
             raise ValueError(f"X must be a torch.Tensor; got {type(X).__name__}")
         X = X.detach()
-        chunks = (X,) if self.chunk_size is None else torch.split(X, self.chunk_size)
-        for chunk in chunks:
-            rows = grouped_rows(self.layer, chunk)
+        if target_inputs is not None:
+            if self.target is None:
+                raise ValueError("target_inputs needs target weights: pass weight=...")
+            if not isinstance(target_inputs, Tensor) or target_inputs.shape != X.shape:
+                raise ValueError(f"target_inputs must be a tensor shaped like X {tuple(X.shape)}")
+            target_inputs = target_inputs.detach()
+        size = X.shape[0] if self.chunk_size is None else self.chunk_size
+        for start in range(0, X.shape[0], size):
+            rows = grouped_rows(self.layer, X[start:start + size])
             device = rows.device if self.target is None else self.target.device
             rows = rows.to(device, self.dtype)
             self.gram = _add(self.gram, rows.mT @ rows)
             if self.target is not None:
-                Y = rows @ self.target.mT  # (g, N, O/g)
+                source = rows
+                if target_inputs is not None:
+                    source = grouped_rows(self.layer, target_inputs[start:start + size])
+                    source = source.to(device, self.dtype)
+                Y = source @ self.target.mT  # (g, N, O/g)
                 self.xty = _add(self.xty, rows.mT @ Y)
                 self.yty = _add(self.yty, (Y * Y).sum(dim=1))
             self.count += rows.shape[1]

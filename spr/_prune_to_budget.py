@@ -1,0 +1,435 @@
+"""``spr.prune_to_budget``: one-shot structured pruning to a stated size (docs/mathematics.md §7).
+
+1. **Units**: the prunable channel groups (:func:`spr._channel_groups.channel_groups`: a conv's
+   output channels with their BatchNorm and their one consumer; residual streams stay whole).
+2. **Curves**: for each group, the consumer's layer problem on the dense network's inputs
+   (:mod:`spr._input_statistics`), each output channel's error weighted by the scale of the
+   BatchNorm after the consumer, if any (``gamma / sqrt(var + eps)``: the error the next layer
+   sees); for every allowed k the best support found, its refit objective and (``method="mip"``)
+   a proven bound (:mod:`spr._layer_decisions`). Costs are relative: objective over the
+   consumer's output energy, so layers of any scale compare.
+3. **Allocation**: the widths of least total cost within the budget, a multiple-choice knapsack
+   (:mod:`spr._width_allocation`; exact sizes from :mod:`spr._budget_size`).
+4. **Sequential reconstruction**: group by group in forward order, the consumer's problem again
+   with its inputs from the network pruned so far and its targets from the dense network; the
+   support of the allocated k is chosen and the consumer refit on it, so errors do not compound.
+
+The plan (:class:`spr.BudgetPlan`) holds the supports and weights; :meth:`~spr.BudgetPlan.apply`
+removes the channels physically and the certificate says how far each decision can be from the
+best and that the budget is met (measured on the pruned network).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+import mip
+from spr._budget_plan import BudgetPlan, Certificate, mask
+from spr._budget_size import size_models
+from spr._channel_groups import ChannelGroup, channel_groups
+from spr._counting import count_macs, count_params
+from spr._input_statistics import InputStatistics
+from spr._layer_decisions import METHODS, curve, decide
+from spr._surgery import PruningError, _check_finite_state, _type_name
+from spr._width_allocation import Allocation, allocate, smallest
+
+__all__ = ["prune_to_budget", "reconstruct"]
+
+RIDGE = 1e-3  # the fits' ridge lam*alpha, relative to the mean diagonal of the Gram matrix
+ALPHA = 0.5
+BATCH = 256  # calibration samples per forward pass when a single tensor is given
+# the statistics' products in float32 (half the time of float64; a few chunks summed, relative
+# error ~1e-6, far below the reconstruction errors compared, >= 1e-3 of the energy)
+STATS_DTYPE = torch.float32
+ALLOCATIONS = ("knapsack", "uniform")
+
+
+def _budget(name: str, value: object, dense: int) -> int | None:
+    """The most the pruned model may have: a fraction of ``dense`` in (0, 1] or a count."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a fraction in (0, 1] of the dense model's or a count "
+                        f"(int); got {value!r}")
+    if isinstance(value, numbers.Integral):
+        if value <= 0:
+            raise ValueError(f"{name} must be a positive count; got {value}")
+        return int(value)
+    if not math.isfinite(value) or not 0 < value <= 1:
+        raise ValueError(f"{name} as a float is a fraction of the dense model's {name} and must "
+                         f"lie in (0, 1]; got {value} (pass an int for an absolute count)")
+    return int(math.floor(value * dense))
+
+
+def _batches(calibration: object) -> list[Tensor]:
+    """The calibration data as a list of finite input batches."""
+    if isinstance(calibration, Tensor):
+        batches = list(torch.split(calibration, BATCH)) if calibration.dim() else []
+    elif isinstance(calibration, Iterable) and not isinstance(calibration, (str, bytes)):
+        batches = [b[0] if isinstance(b, (tuple, list)) else b for b in calibration]
+    else:
+        raise TypeError(f"calibration must be a tensor of inputs or an iterable of batches; got "
+                        f"a {_type_name(calibration)}")
+    if not batches:
+        raise ValueError("calibration is empty: pass a batch of inputs (N, ...) the model takes")
+    for i, batch in enumerate(batches):
+        if not isinstance(batch, Tensor):
+            raise TypeError(f"calibration batch {i} is a {_type_name(batch)}, not a tensor")
+        if batch.is_floating_point() and not bool(torch.isfinite(batch).all()):
+            raise ValueError(f"calibration batch {i} has NaN or infinite entries")
+    return batches
+
+
+def _check_fits(model: nn.Module, batch: Tensor) -> None:
+    try:
+        with torch.no_grad():
+            model(batch)
+    except Exception as err:  # the model's forward raises whatever it raises
+        raise ValueError(f"the model cannot take the calibration batch of shape "
+                         f"{tuple(batch.shape)}: {type(err).__name__}: {err}") from err
+
+
+class _Stop(Exception):
+    """Raised by a hook once the layer's input is captured: the rest of the forward is skipped."""
+
+
+def _inputs_of(model: nn.Module, layer: nn.Module, x: Tensor) -> Tensor:
+    captured: list[Tensor] = []
+
+    def hook(module, args) -> None:
+        captured.append(args[0].detach())
+        raise _Stop
+
+    handle = layer.register_forward_pre_hook(hook)
+    try:
+        model(x)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return captured[0]
+
+
+def _output_scale(model: nn.Module, group: ChannelGroup, out: int) -> np.ndarray:
+    norm = model.get_submodule(group.after) if group.after else None
+    if norm is None or not norm.affine or norm.running_var is None:
+        return np.ones(out)
+    scale = (norm.weight.abs() / torch.sqrt(norm.running_var + norm.eps)).double().cpu().numpy()
+    return np.maximum(scale, 1e-8 * max(float(scale.max()), 1e-300))
+
+
+def _problem(stats: InputStatistics, W0: Tensor, columns: int, scale: np.ndarray):
+    """The consumer's layer problem with output channel o weighted by ``scale[o]``, the dense
+    weights in its coordinates (out, d), and the output energy."""
+    count = stats.count
+    gram = (stats.gram[0].double() / count).cpu().numpy()
+    xty = (stats.xty[0].double() / count).cpu().numpy() * scale[None, :]
+    yty = (stats.yty[0].double() / count).cpu().numpy() * scale**2
+    W = W0.detach().double().reshape(W0.shape[0], -1).cpu().numpy() * scale[:, None]
+    diag = float(np.mean(np.diag(gram)))
+    M = 4.0 * float(np.abs(W).max()) or 1.0
+    problem = mip.LayerProblem(gram, xty, yty, columns, lam=RIDGE * diag / ALPHA, alpha=ALPHA,
+                               M=M)
+    return problem, W, float(yty.sum())
+
+
+def _options(n: int, max_options: int) -> np.ndarray:
+    return np.unique(np.round(np.linspace(1, n, min(n, max_options))).astype(np.intp))
+
+
+def prune_to_budget(
+    model: nn.Module,
+    calibration: Tensor | Iterable,
+    *,
+    macs: float | int | None = None,
+    params: float | int | None = None,
+    example_inputs: Tensor | tuple[Tensor, ...] | None = None,
+    method: str = "mip",
+    refit: bool = True,
+    time_limit: float = 120.0,
+    max_options: int = 32,
+    allocation: str = "knapsack",
+    progress: bool = True,
+) -> BudgetPlan:
+    """Plan the structured pruning of ``model`` to at most ``macs`` MACs and/or ``params``
+    parameters (module docstring); ``model`` is never edited.
+
+    Args:
+        model: a network Torch-Pruning can trace (conv / Linear / BatchNorm layers).
+        calibration: inputs (N, ...) or an iterable of batches (or of ``(x, y)`` pairs).
+        macs, params: the most the pruned model may have: a float in (0, 1] is a fraction of the
+            dense model's, an int an absolute count. At least one.
+        example_inputs: a batch of one for counting MACs per sample and tracing (default: the
+            first calibration sample).
+        method: the layer decisions: ``"mip"`` (certified), ``"osscar"`` or ``"magnitude"``.
+        refit: refit each consumer on its kept channels (least squares), else keep its weights.
+        time_limit: seconds for the layer solves (half for the curves, half for the sequential
+            step, shared among the groups by size).
+        max_options: at most this many widths per group (evenly spaced from 1 to full).
+        allocation: ``"knapsack"`` (the widths of least total curve cost) or ``"uniform"``
+            (every group keeps the same fraction, the largest that meets the budget: a
+            baseline that isolates the allocation; no curves are computed).
+        progress: tqdm bars.
+
+    Returns:
+        :class:`spr.BudgetPlan`: ``plan.apply(model)`` is the pruned network,
+        ``plan.certificate`` its certificate.
+
+    Raises:
+        ValueError: no budget, a fraction outside (0, 1], a count <= 0, a budget below the
+            smallest network allowed (named), calibration with NaN or that the model cannot take.
+        PruningError: Torch-Pruning cannot trace the model (the layer named), NaN weights, or
+            no prunable group.
+
+    Example:
+        >>> from spr.models import resnet20
+        >>> net = resnet20(in_channels=1).eval()
+        >>> plan = prune_to_budget(net, torch.randn(32, 1, 28, 28), macs=0.5, method="magnitude",
+        ...                        progress=False)
+        >>> small = plan.apply(net)
+        >>> count_macs(small, torch.zeros(1, 1, 28, 28)) <= 0.5 * count_macs(net, torch.zeros(
+        ...     1, 1, 28, 28)), plan.certificate.budget["met"]
+        (True, True)
+    """
+    started = time.perf_counter()
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}; got {method!r}")
+    if not isinstance(refit, bool):
+        raise TypeError(f"refit must be True or False; got {refit!r}")
+    if isinstance(time_limit, bool) or not isinstance(time_limit, numbers.Real) or not (
+            time_limit > 0 and math.isfinite(time_limit)):
+        raise ValueError(f"time_limit must be a positive number of seconds; got {time_limit!r}")
+    if isinstance(max_options, bool) or not isinstance(max_options, int) or max_options < 2:
+        raise ValueError(f"max_options must be an int >= 2; got {max_options!r}")
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"allocation must be one of {list(ALLOCATIONS)}; got {allocation!r}")
+    if macs is None and params is None:
+        raise ValueError("state a budget: macs=... and/or params=... (a fraction in (0, 1] of the "
+                         "dense model's, or an absolute count)")
+    batches, dense, example, groups, kept_whole = _prepare(model, calibration, example_inputs)
+    size_macs, size_params = size_models(dense, groups, example)
+    dense_macs, dense_params = count_macs(dense, example), count_params(dense)
+    if size_macs.size([g.channels for g in groups]) != dense_macs:
+        raise PruningError("the MAC model of the prunable groups does not reproduce the dense "
+                           f"count {dense_macs:,}; please report the architecture")
+    limits = {"macs": _budget("macs", macs, dense_macs),
+              "params": _budget("params", params, dense_params)}
+    ks = [_options(g.channels, max_options) for g in groups]
+    resources = [(name, model_, limits[name]) for name, model_ in
+                 (("macs", size_macs), ("params", size_params)) if limits[name] is not None]
+    low = smallest(ks, [m for _, m, _ in resources])
+    for (name, _, limit), value in zip(resources, low, strict=True):
+        if limit < value:
+            dense_value = dense_macs if name == "macs" else dense_params
+            raise ValueError(
+                f"{name}={limit:,} is below {value:,.0f} ({value / dense_value:.1%} of the dense "
+                f"{dense_value:,}), the {name} of the smallest network allowed: one channel in "
+                f"each of the {len(groups)} prunable groups, the residual streams and other "
+                "groups kept whole; raise the budget")
+    with torch.no_grad():
+        if allocation == "uniform":
+            chosen = _uniform(groups, [m for _, m, _ in resources], [r for _, _, r in resources])
+            global_bound = math.nan
+        else:
+            curves, problems = _curves(dense, groups, batches, ks, method, refit,
+                                       0.5 * time_limit, progress)
+            chosen = allocate([c.objective / max(e, 1e-300) for c, (_, _, e) in
+                               zip(curves, problems, strict=True)], ks,
+                              [m for _, m, _ in resources], [r for _, _, r in resources],
+                              time_limit=max(10.0, 0.1 * time_limit))
+            global_bound = _global_bound(curves, problems, ks, resources, chosen)
+        keep, weights, rows = _sequential(dense, groups, batches, chosen.widths, method,
+                                          refit, 0.5 * time_limit, progress)
+    knapsack = {"objective": chosen.objective, "bound": chosen.bound, "gap": chosen.gap,
+                "status": chosen.status, "sizes": chosen.sizes, "global_bound": global_bound}
+    return _finish(model, groups, kept_whole, keep, weights, rows, knapsack, limits, example,
+                   method, refit, started)
+
+
+def _prepare(model: nn.Module, calibration, example_inputs):
+    """Validated calibration batches, the dense copy (eval), the example and the groups."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got a {_type_name(model)}")
+    batches = _batches(calibration)
+    _check_finite_state(model)
+    dense = copy.deepcopy(model).eval()
+    _check_fits(dense, batches[0])
+    example = (batches[0][:1],) if example_inputs is None else (
+        example_inputs if isinstance(example_inputs, tuple) else (example_inputs,))
+    groups, kept_whole = channel_groups(dense, example)
+    if not groups:
+        raise PruningError(f"{type(model).__name__} has no prunable channel group; kept whole: "
+                           + "; ".join(f"{k.name} ({k.reason})" for k in kept_whole))
+    return batches, dense, example, groups, kept_whole
+
+
+def _finish(model, groups, kept_whole, keep, weights, rows, knapsack, limits, example, method,
+            refit, started) -> BudgetPlan:
+    """The plan with its certificate: the budget measured on the pruned network."""
+    budget = {"macs_limit": limits["macs"], "params_limit": limits["params"],
+              "macs_dense": count_macs(model, example), "params_dense": count_params(model)}
+    certificate = Certificate(rows, knapsack, budget, method, refit, 0.0)
+    plan = BudgetPlan(groups, kept_whole, keep, weights, certificate, example)
+    pruned = plan.apply(model)
+    measured = {"macs": count_macs(pruned, example), "params": count_params(pruned)}
+    met = all(limits[k] is None or measured[k] <= limits[k] for k in measured)
+    if not met:  # the size model is exact for the units it accepts: this is a bug
+        raise PruningError(f"the pruned model has {measured} against the limits {limits}: the "
+                           "size model does not describe this network; please report it")
+    certificate = replace(certificate, budget={**budget, **measured, "met": met},
+                          seconds=time.perf_counter() - started)
+    return replace(plan, certificate=certificate)
+
+
+def reconstruct(
+    model: nn.Module,
+    calibration: Tensor | Iterable,
+    keep: dict[str, Tensor],
+    *,
+    refit: bool = True,
+    example_inputs: Tensor | tuple[Tensor, ...] | None = None,
+    progress: bool = True,
+) -> BudgetPlan:
+    """The sequential reconstruction alone, for supports chosen elsewhere (another pruner's):
+    ``keep`` maps a prunable group's producer name to the (channels,) bool mask of the channels
+    it keeps (groups not named keep all); every consumer is refit in forward order on the
+    network pruned so far (``refit=False``: only masked). The certificate has no knapsack (NaN)
+    and no limits.
+
+    >>> from spr.models import resnet20
+    >>> net = resnet20(in_channels=1).eval()
+    >>> mask_ = torch.arange(16) < 8
+    >>> plan = reconstruct(net, torch.randn(16, 1, 28, 28), {"layer1.0.conv1": mask_},
+    ...                    progress=False)
+    >>> plan.apply(net).layer1[0].conv1.out_channels
+    8
+    """
+    started = time.perf_counter()
+    if not isinstance(refit, bool):
+        raise TypeError(f"refit must be True or False; got {refit!r}")
+    batches, dense, example, groups, kept_whole = _prepare(model, calibration, example_inputs)
+    names = {g.name: g for g in groups}
+    unknown = sorted(set(keep) - set(names))
+    if unknown:
+        raise ValueError(f"keep names {unknown}, which are not prunable groups; the prunable "
+                         f"groups are {sorted(names)}")
+    given = {}
+    for name, group in names.items():
+        mask_ = torch.as_tensor(keep.get(name, torch.ones(group.channels, dtype=torch.bool)))
+        if mask_.shape != (group.channels,) or mask_.dtype != torch.bool or not mask_.any():
+            raise ValueError(f"keep[{name!r}] must be a ({group.channels},) bool mask with at "
+                             f"least one True; got {tuple(mask_.shape)} {mask_.dtype}")
+        given[name] = mask_.cpu().numpy()
+    widths = [int(given[g.name].sum()) for g in groups]
+    with torch.no_grad():
+        kept, weights, rows = _sequential(dense, groups, batches, widths, "given", refit, 1.0,
+                                          progress, given)
+    nan = math.nan
+    knapsack = {"objective": nan, "bound": nan, "gap": nan, "status": "given", "sizes": "given",
+                "global_bound": nan}
+    return _finish(model, groups, kept_whole, kept, weights, rows, knapsack,
+                   {"macs": None, "params": None}, example, "given", refit, started)
+
+
+def _curves(dense, groups, batches, ks, method, refit, seconds, progress):
+    consumers = [dense.get_submodule(g.consumer) for g in groups]
+    stats = [InputStatistics(layer, layer.weight, dtype=STATS_DTYPE) for layer in consumers]
+    handles = [layer.register_forward_pre_hook(lambda m, a, s=s: s.update(a[0]) and None)
+               for layer, s in zip(consumers, stats, strict=True)]
+    try:
+        for batch in tqdm(batches, desc="calibration statistics", disable=not progress,
+                          leave=False):
+            dense(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    weight = np.array([g.channels * g.columns for g in groups], dtype=float)
+    curves, problems = [], []
+    for i in tqdm(range(len(groups)), desc=f"keep-k curves ({method})", disable=not progress,
+                  leave=False):
+        group, layer = groups[i], consumers[i]
+        scale = _output_scale(dense, group, layer.weight.shape[0])
+        problem, W0, energy = _problem(stats[i], layer.weight, group.columns, scale)
+        scores = _filter_norms(dense, group)
+        share = seconds * weight[i] / weight.sum()
+        curves.append(curve(problem, ks[i], method, refit, W0, scores, share))
+        problems.append((problem, W0, energy))
+    return curves, problems
+
+
+def _filter_norms(model: nn.Module, group: ChannelGroup) -> np.ndarray:
+    weight = model.get_submodule(group.producer).weight.detach()
+    return weight.reshape(weight.shape[0], -1).double().norm(dim=1).cpu().numpy()
+
+
+def _global_bound(curves, problems, ks, resources, allocation) -> float:
+    """The knapsack over the curves' proven bounds: no allocation within the budget has a lower
+    total cost (with exact sizes; NaN otherwise)."""
+    bounds = [c.bound / max(e, 1e-300) for c, (_, _, e) in zip(curves, problems, strict=True)]
+    if allocation.sizes != "exact" or not all(np.all(np.isfinite(b)) for b in bounds):
+        return math.nan
+    found = allocate(bounds, ks, [m for _, m, _ in resources], [r for _, _, r in resources])
+    return min(found.bound, allocation.objective)
+
+
+def _uniform(groups: list[ChannelGroup], models, limits) -> Allocation:
+    """Every group at ``max(1, round(r * n))`` channels, ``r`` the largest fraction (bisection
+    to 1e-6) whose exact sizes meet the limits."""
+    n = np.array([g.channels for g in groups])
+
+    def widths(r: float) -> np.ndarray:
+        return np.maximum(1, np.round(r * n)).astype(np.intp)
+
+    def fits(r: float) -> bool:
+        return all(m.size(widths(r)) <= limit for m, limit in zip(models, limits, strict=True))
+
+    low, high = 0.0, 1.0
+    if fits(high):
+        low = high
+    while high - low > 1e-6:
+        middle = 0.5 * (low + high)
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    chosen = widths(low)
+    return Allocation(chosen, math.nan, math.nan, math.nan, "uniform", "exact",
+                      tuple(m.size(chosen) for m in models))
+
+
+def _sequential(dense, groups, batches, widths, method, refit, seconds, progress, given=None):
+    """Step 4 of the module docstring: returns the kept channels, the consumers' new weights and
+    one certificate row per group. ``given``: producer name -> kept channels (n,) bool, taken
+    as the supports instead of deciding them."""
+    work = copy.deepcopy(dense)
+    weight = np.array([g.channels * g.columns for g in groups], dtype=float)
+    keep, weights, rows = {}, {}, []
+    for i in tqdm(range(len(groups)), desc="sequential reconstruction", disable=not progress,
+                  leave=False):
+        group, k = groups[i], int(widths[i])
+        layer, target = work.get_submodule(group.consumer), dense.get_submodule(group.consumer)
+        stats = InputStatistics(layer, target.weight, dtype=STATS_DTYPE)
+        for batch in batches:
+            stats.update(_inputs_of(work, layer, batch), _inputs_of(dense, target, batch))
+        scale = _output_scale(dense, group, layer.weight.shape[0])
+        problem, W0, energy = _problem(stats, target.weight, group.columns, scale)
+        share = seconds * weight[i] / weight.sum()
+        fixed = None if given is None else np.asarray(given[group.name], dtype=bool)
+        found = decide(problem, k, method, refit, W0, _filter_norms(dense, group), share, fixed)
+        new = torch.from_numpy(found.weight / scale[:, None]).reshape(layer.weight.shape)
+        keep[group.name] = torch.from_numpy(found.keep.copy())
+        weights[group.consumer] = new.to(layer.weight.dtype)
+        mask(work, [group], {group.name: keep[group.name]}, {group.consumer: weights[
+            group.consumer].to(layer.weight.device)})
+        rows.append({"name": group.name, "consumer": group.consumer, "channels": group.channels,
+                     "k": k, "kept": int(found.keep.sum()), "objective": found.objective,
+                     "bound": found.bound, "gap": found.gap, "status": found.status,
+                     "relative": found.objective / energy if energy > 0 else 0.0})
+    return keep, weights, rows
