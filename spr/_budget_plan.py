@@ -87,6 +87,9 @@ class BudgetPlan:
         weights: consumer name -> its new weight (the consumer's shape; zero on dropped inputs).
         certificate: :class:`Certificate`.
         example_inputs: the batch the pruned model is traced and checked with.
+        curves: per group, the keep-k curve the allocation read: ``ks`` (the widths offered),
+            ``cost`` (the relative objective of each) and ``bound`` (relative; NaN where none is
+            proven); empty for a uniform allocation or given supports.
     """
 
     groups: list[ChannelGroup]
@@ -95,6 +98,7 @@ class BudgetPlan:
     weights: dict[str, Tensor]
     certificate: Certificate
     example_inputs: tuple[Tensor, ...] = field(repr=False)
+    curves: list[dict] = field(default_factory=list, repr=False)
 
     def masked(self, model: nn.Module) -> nn.Module:
         """A copy of ``model`` with the dropped channels zeroed (producer rows, bias, BatchNorm

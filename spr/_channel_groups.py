@@ -100,7 +100,7 @@ def _failing_layer(model: nn.Module, example_inputs: tuple[Tensor, ...]) -> str 
     post = [m.register_forward_hook(lambda mod, a, o, n=n: done.append(n) and None)
             for n, m in model.named_modules() if n]
     try:
-        with torch.no_grad():
+        with torch.enable_grad():  # as Torch-Pruning traces: parameters carry gradients
             model(*example_inputs)
     except Exception:  # noqa: BLE001 - we only want to know where it failed
         open_ = [n for n in failing if n not in done]

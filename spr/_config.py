@@ -69,6 +69,12 @@ HELP: dict[str, str] = {
                      "entries, in [0, 1) (0: exact, about log2(entries) evaluations)",
     "struct_threshold": "a group is removed when at most this share of its entries survives "
                         "the threshold, in [0, 1) (the paper: 0.005-0.05)",
+    "budget_macs": "prune to at most this many MACs per image: a fraction in (0, 1] of the "
+                   "dense network's or a count > 1; replaces the threshold search by "
+                   "spr.prune_to_budget on the SPR-trained network (none: threshold search)",
+    "budget_params": "prune to at most this many parameters: a fraction in (0, 1] of the "
+                     "dense network's or a count > 1 (with or without budget_macs)",
+    "budget_seconds": "time limit of spr.prune_to_budget's layer solves, > 0 (a budget run only)",
     "seed": "random seed of the initialisation, the subsets, batch order and augmentation "
             "(integer)",
     "device": "where to train: auto (cuda if a GPU is available, else cpu), cpu, cuda, "
@@ -77,6 +83,7 @@ HELP: dict[str, str] = {
 
 # the float settings, all finite, and their ranges (checked in __post_init__)
 _FINITE_FLOATS = {"lam": ">= 0", "M_scale": "> 0", "lr": "> 0", "lr_finetune": "> 0",
+                  "budget_macs": "> 0", "budget_params": "> 0", "budget_seconds": "> 0",
                   "momentum": "in [0, 1)", "weight_decay": ">= 0", "max_drop": "in [0, 100]",
                   "threshold_tol": "in [0, 1)", "struct_threshold": "in [0, 1)"}
 
@@ -132,8 +139,11 @@ class PruneConfig:
     :func:`spr.mac_weights`);
     the threshold search (``max_drop`` percentage points of training accuracy, over
     ``threshold_samples`` training samples, bisection tolerance ``threshold_tol``); the
-    structural decision (``struct_threshold``); physical removal; fine-tuning without SPR for
-    ``epochs_finetune`` epochs. Optimiser: SGD with ``lr`` (``lr_finetune`` for fine-tuning,
+    structural decision (``struct_threshold``) — or, with ``budget_macs`` / ``budget_params``,
+    :func:`spr.prune_to_budget` on the SPR-trained network instead of both (a fraction in
+    (0, 1] of the dense network's size, or a count > 1; its layer solves within
+    ``budget_seconds``); physical removal; fine-tuning without SPR for ``epochs_finetune``
+    epochs. Optimiser: SGD with ``lr`` (``lr_finetune`` for fine-tuning,
     default ``lr``), ``momentum``, ``weight_decay``, cosine decay, batches of ``batch_size``,
     crop-and-flip augmentation if ``augment``.
     """
@@ -162,6 +172,9 @@ class PruneConfig:
     threshold_samples: int | None = 10000
     threshold_tol: float = 0.0
     struct_threshold: float = 0.05
+    budget_macs: float | None = None
+    budget_params: float | None = None
+    budget_seconds: float = 120.0
     seed: int = 0
     device: str = "auto"
 
@@ -203,7 +216,8 @@ class PruneConfig:
         for name in ("lam", "weight_decay", "max_drop", "threshold_tol"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
-        for name in ("M_scale", "lr", "lr_finetune"):
+        for name in ("M_scale", "lr", "lr_finetune", "budget_macs", "budget_params",
+                     "budget_seconds"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
         for name in ("epochs_reference", "epochs_spr", "epochs_finetune"):

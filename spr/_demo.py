@@ -1,12 +1,13 @@
 """``spr demo``: the whole workflow on a small CNN in a few minutes of CPU time (``make run``).
 
 Fashion-MNIST (scikit-learn's digits when it is not installed, said so), a 4-conv CNN: dense
-reference, SPR training, threshold search, structural decision, physical removal, a short
-fine-tune, then :func:`spr.solve_mip` on the pruned network's classifier (which of its inputs,
-the last conv's channels, to keep). Prints the time it expects before it starts (measured: a few
-timed SGD steps times the steps to come, see :func:`spr._pipeline.estimate_seconds`) and the
-time it took at the end, and a before/after table; writes ``results.json`` and ``demo.png`` into
-the output folder.
+reference, SPR training, then the budget stated up front — half the dense network's MACs — met by
+:func:`spr.prune_to_budget` (keep-k curves of the layer MIP at every consumer, a knapsack over
+them, sequential refit; certified), physical removal and a short fine-tune. Prints the time it
+expects before it starts (measured: a few timed SGD steps times the steps to come, see
+:func:`spr._pipeline.estimate_seconds`, plus the budget's time limit) and the time it took at the
+end, a before/after table and the certificate; writes ``results.json`` and ``demo.png`` into the
+output folder.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from spr._pipeline import reference_M, run_pipeline
 from spr._regularizer import SPRegularizer
 from spr._run import _Run
 from spr._serialize import load_pruned
-from spr._solve_mip import solve_mip
 from spr.models import small_cnn
 
 COLLAPSED = 0.01  # y* below this: the group sits at 1% of its scale
 FLOOR = 1e-5  # the histogram's first bin gathers every y* below this (0 included)
-MIP_SECONDS = {True: 5.0, False: 30.0}  # the layer MIP's time limit (quick, full)
+BUDGET_MACS = 0.5  # the demo's budget: at most half the dense network's MACs per image
+BUDGET_SECONDS = {True: 3.0, False: 15.0}  # prune_to_budget's time limit (quick, full)
 
 
 def layer_names(model: nn.Module, names) -> dict[str, str]:
@@ -60,6 +61,7 @@ def demo_config(dataset: str, quick: bool, data_root: str | None = None) -> Prun
         epochs_reference=2 if quick else 8, epochs_spr=2 if quick else 8,
         epochs_finetune=1 if quick else 3, lam=2.0, alpha=0.5, lr=0.05, lr_finetune=0.01,
         batch_size=128, augment=False, max_drop=1.0, threshold_tol=1e-3, struct_threshold=0.05,
+        budget_macs=BUDGET_MACS, budget_seconds=BUDGET_SECONDS[quick],
     )
 
 
@@ -71,32 +73,6 @@ def _pick_dataset(data_root: str | None, log) -> str:
         log("Fashion-MNIST is not installed (run `make data` for it); using scikit-learn's "
             "digits instead")
         return "digits"
-
-
-def _layer_inputs(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    captured = []
-    handle = layer.register_forward_hook(lambda m, inp, out: captured.append(inp[0].detach()))
-    try:
-        with torch.no_grad():
-            model.eval()(x)
-    finally:
-        handle.remove()
-    return captured[0]
-
-
-def _mip_on_classifier(pruned: nn.Module, split, quick: bool, alpha: float) -> dict:
-    """Exact choice of the classifier's inputs (the last conv's channels), keeping 3/4."""
-    layer = [m for m in pruned.modules() if isinstance(m, nn.Linear)][-1]
-    x, _ = split.subset(64 if quick else 256, seed=3).to_float()
-    X = _layer_inputs(pruned, layer, x)
-    keep = max(1, (3 * layer.in_features) // 4)
-    sol = solve_mip(layer, X, lam=1e-4, alpha=alpha, max_keep=keep,
-                    time_limit=MIP_SECONDS[quick])
-    return {
-        "layer_in_features": layer.in_features, "max_keep": keep, "kept": int(sol.keep.sum()),
-        "status": sol.status, "objective": sol.objective, "bound": sol.bound, "gap": sol.gap,
-        "relaxations": sol.relaxations, "seconds": sol.seconds,
-    }
 
 
 def _indicator_summary(spr_model: nn.Module, dense: nn.Module, config: PruneConfig) -> dict:
@@ -127,6 +103,22 @@ def _table(summary: dict) -> str:
         f"removed: {summary['params_removed_percent']:.1f}% of the parameters, "
         f"{summary['macs_removed_percent']:.1f}% of the MACs"
     )
+    budget = summary.get("budget")
+    if budget:
+        b, k = budget["budget"], budget["knapsack"]
+        lines.append(f"budget: at most {b['macs_limit']:,} MACs per image "
+                     f"({summary['config']['budget_macs']:.0%} of the dense); the pruned network "
+                     f"has {b['macs']:,}: {'met' if b['met'] else 'NOT met'}")
+        lines.append("certificate (each group: channels kept of its width; the consumer's "
+                     "reconstruction error relative to its output energy; the proven gap):")
+        names = summary.get("layer_names", {})
+        for row in budget["layers"]:
+            gap = "-" if row["gap"] != row["gap"] else f"{row['gap']:.1%}"
+            lines.append(f"  {names.get(row['name'], row['name']):<24}{row['kept']:>3} of "
+                         f"{row['channels']:<3} error {row['relative']:.4f}  gap {gap:>6}  "
+                         f"({row['status']})")
+        lines.append(f"  allocation (knapsack over the curves): gap {k['gap']:.2%}, "
+                     f"{k['status']}; sizes {k['sizes']}")
     return "\n".join(lines)
 
 
@@ -205,34 +197,28 @@ def run_demo(
         f"{torch.get_num_threads()} torch thread(s))")
     estimate = estimate_seconds(_Run(config, progress=False),
                                 {"stage": "reference", "epoch": 0, "records": {}}, False)
-    expected = estimate["seconds"] + 4.0  # + loading, the MIP (usually < 1 s) and the plot
+    # + loading and the plot; the budget's layer solves take up to their time limit, and the
+    # calibration statistics and the sequential refit about as long again
+    expected = estimate["seconds"] + 4.0 + 2 * BUDGET_SECONDS[quick]
     log(f"expected time: about {format_seconds(expected)} ({estimate['steps']:,} SGD steps at "
         f"{1000 * estimate['step_seconds']:.0f} ms, measured on the first batch, plus "
-        f"evaluation), up to {format_seconds(expected + MIP_SECONDS[quick])} if the layer MIP "
-        f"runs to its {MIP_SECONDS[quick]:.0f} s limit")
+        f"evaluation, plus the budget's layer solves: {BUDGET_SECONDS[quick]:.0f} s limit)")
     summary = run_pipeline(config, out / "run", restart=True, progress=progress, log=log,
                            estimate=False)
     test = spr_data.load(dataset, "test", root=data_root)
     in_channels, classes = test.images.shape[1], len(test.classes)
     dense = load_pruned(out / "run" / "dense", small_cnn(classes, in_channels))
     spr_model = load_pruned(out / "run" / "spr", small_cnn(classes, in_channels))
-    pruned = load_pruned(out / "run" / "pruned", small_cnn(classes, in_channels))
     summary["indicators"] = _indicator_summary(spr_model, dense, config)
-    log("solving the layer MIP of the pruned network's classifier (keep at most 3/4 of its "
-        "inputs, the last conv's channels) ...")
-    summary["mip"] = _mip_on_classifier(pruned, test, quick, config.alpha)
     summary["dataset"] = dataset
     summary["layer_names"] = layer_names(dense, summary["widths_dense"])
     summary["estimate"] = {**estimate, "seconds_expected": expected}
 
-    ind, mip = summary["indicators"], summary["mip"]
+    ind = summary["indicators"]
     print()
     print(_table(summary))
     print(f"y* after SPR training: {ind['below_0.01']} of {ind['groups']} groups below "
           f"{COLLAPSED}; quartiles {', '.join(f'{q:.3g}' for q in ind['quartiles'])}")
-    print(f"layer MIP: kept {mip['kept']} of {mip['layer_in_features']} classifier inputs "
-          f"(<= {mip['max_keep']}), {mip['status']}, objective {mip['objective']:.4g}, bound "
-          f"{mip['bound']:.4g}, gap {mip['gap']:.2%}, {mip['seconds']:.1f} s")
     summary["seconds_total"] = time.perf_counter() - started  # before the plot: ~1 s
     write_text_atomic(out / "results.json", json.dumps(summary, indent=2))
     _figure(summary, out / "demo.png")

@@ -8,7 +8,10 @@ Stages, in order (docs/mathematics.md §5), each writing into ``out``:
    group-lasso baseline), ``M`` per block from the reference (``M_scale * max |entry|``); saved
    to ``out/spr``.
 3. ``prune``: :func:`spr.threshold_search` on a fixed subset of the training set,
-   :func:`spr.structural_decision`, :func:`spr.zero_dead_groups`, :func:`spr.remove_pruned`.
+   :func:`spr.structural_decision`, :func:`spr.zero_dead_groups`, :func:`spr.remove_pruned`;
+   or, with a budget (``budget_macs`` / ``budget_params``), :func:`spr.prune_to_budget` on
+   the SPR-trained network with :data:`BUDGET_CALIBRATION` images of that subset, and its plan
+   applied. The results say which decided (``decision``: ``"threshold"`` or ``"budget"``).
    The removal comes before fine-tuning — fine-tuning the smaller network is fine-tuning the
    zeroed one with its dead groups held at zero, only cheaper.
 4. ``finetune``: training of the pruned network without SPR; saved to ``out/pruned``.
@@ -45,6 +48,7 @@ from spr._config import PruneConfig
 from spr._counting import mac_weights, measure
 from spr._distributed import RankBatches, barrier, broadcast, is_main, wrap
 from spr._estimate import PENALTY_CLASSES, estimate_seconds, format_seconds
+from spr._prune_to_budget import check_budget, prune_to_budget
 from spr._regularizer import SPRegularizer
 from spr._run import REFERENCE_FIELDS, STAGES, PipelineError, _Run, resolve_device
 from spr._run_folder import open_folder, read_folder
@@ -58,6 +62,13 @@ __all__ = ["REFERENCE_FIELDS", "STAGES", "PipelineError", "estimate_seconds", "r
            "resolve_device", "run_pipeline"]
 
 WARN_SECONDS = 3600.0  # warn before a run expected to take longer than this
+BUDGET_CALIBRATION = 1024  # calibration images of prune_to_budget (from the threshold subset)
+
+
+def budget_arguments(config: PruneConfig) -> dict:
+    """``macs=`` / ``params=`` for :func:`spr.prune_to_budget` from a config."""
+    return {name: value if value is None or value <= 1 else int(value)
+            for name, value in (("macs", config.budget_macs), ("params", config.budget_params))}
 
 
 def reference_M(
@@ -87,6 +98,56 @@ def _set_threads(threads: int | str, state: dict, log: Callable[[str], None]) ->
             f"{saved}, so the results may differ from an uninterrupted run in the last bits"
             if saved is not None and saved != count else "")
     log(f"torch threads: {count} ({why}){note}")
+
+
+def _prune_threshold(model: nn.Module, run: _Run, config: PruneConfig, records: dict
+                     ) -> nn.Module:
+    """The paper's decision: threshold search, structural decision, removal."""
+    search = broadcast(threshold_search(  # rank 0 decides, so every rank prunes alike
+        model, run.fixed(run.threshold_split), config.max_drop, groups=config.groups,
+        tol=config.threshold_tol, progress=run.progress and is_main(),
+    ) if is_main() else None)
+    alive = structural_decision(model, search.threshold, config.struct_threshold,
+                                groups=config.groups)
+    removed = zero_dead_groups(model, alive, groups=config.groups)
+    model = remove_pruned(model, run.check_batch, inplace=True)
+    records["decision"] = "threshold"
+    records["threshold"] = {
+        "threshold": search.threshold, "zeroed": search.zeroed, "entries": search.entries,
+        "train_accuracy_before": search.accuracy_dense,
+        "train_accuracy_after": search.accuracy, "evaluations": len(search.history),
+        "groups_removed": removed, "groups": sum(len(a) for a in alive.values()),
+    }
+    records["decision_note"] = (f"threshold {search.threshold:.3g}, {removed} of "
+                                f"{records['threshold']['groups']} groups removed")
+    return model
+
+
+def _prune_budgeted(model: nn.Module, run: _Run, config: PruneConfig, records: dict
+                    ) -> nn.Module:
+    """The budgeted decision: :func:`spr.prune_to_budget` on the SPR-trained network (rank 0
+    plans, every rank applies the same plan)."""
+    calibration = run.threshold_split.subset(min(BUDGET_CALIBRATION, len(run.threshold_split)),
+                                             seed=config.seed + 2)
+    batches = [x for x, _ in run.fixed(calibration)]
+    plan = broadcast(prune_to_budget(
+        model, batches, example_inputs=run.example, time_limit=config.budget_seconds,
+        progress=run.progress and is_main(), **budget_arguments(config),
+    ) if is_main() else None)
+    model = plan.apply(model)
+    certificate = plan.certificate
+    records["decision"] = "budget"
+    records["budget"] = {"summary": certificate.summary(), "layers": certificate.layers,
+                         "knapsack": certificate.knapsack, "budget": certificate.budget,
+                         "calibration_images": len(calibration),
+                         "seconds": certificate.seconds}
+    summary = certificate.summary()
+    records["decision_note"] = (
+        f"budget met: {summary['macs']:,} MACs, {summary['params']:,} parameters "
+        f"(limits {certificate.budget['macs_limit']}, {certificate.budget['params_limit']}); "
+        f"layer gap median {summary['layer_gap_median']:.0%}, knapsack gap "
+        f"{summary['knapsack_gap']:.2%}")
+    return model
 
 
 def run_pipeline(
@@ -123,6 +184,9 @@ def run_pipeline(
     run = _Run(config, progress)
     found = read_folder(out, config, restart, run)
     state = found["state"]
+    budgeted = config.budget_macs is not None or config.budget_params is not None
+    if budgeted:  # a budget the architecture cannot meet is refused before anything trains
+        check_budget(run.build(), run.example.cpu(), **budget_arguments(config))
     if threads is not None:
         _set_threads(threads, state, log)
     state["threads"] = torch.get_num_threads()
@@ -222,26 +286,15 @@ def run_pipeline(
         save(model, "spr")
         checkpoint(model, "prune", 0)
 
-    # 3. threshold, structural decision, physical removal
+    # 3. threshold, structural decision, physical removal (or the budgeted decision)
     if state["stage"] == "prune":
         model, _ = resume_model()
-        search = broadcast(threshold_search(  # rank 0 decides, so every rank prunes alike
-            model, run.fixed(run.threshold_split), config.max_drop, groups=config.groups,
-            tol=config.threshold_tol, progress=run.progress and is_main(),
-        ) if is_main() else None)
-        alive = structural_decision(model, search.threshold, config.struct_threshold,
-                                    groups=config.groups)
-        removed = zero_dead_groups(model, alive, groups=config.groups)
-        model = remove_pruned(model, run.check_batch, inplace=True)
-        records["threshold"] = {
-            "threshold": search.threshold, "zeroed": search.zeroed, "entries": search.entries,
-            "train_accuracy_before": search.accuracy_dense,
-            "train_accuracy_after": search.accuracy, "evaluations": len(search.history),
-            "groups_removed": removed, "groups": sum(len(a) for a in alive.values()),
-        }
+        if budgeted:
+            model = _prune_budgeted(model, run, config, records)
+        else:
+            model = _prune_threshold(model, run, config, records)
         records["accuracy_pruned"] = run.accuracy(model)
-        log(f"pruning: threshold {search.threshold:.3g}, {removed} of "
-            f"{records['threshold']['groups']} groups removed, test accuracy "
+        log(f"pruning ({records['decision']}): {records['decision_note']}; test accuracy "
             f"{records['accuracy_pruned']:.2f}%")
         checkpoint(model, "finetune", 0)
 

@@ -1,4 +1,4 @@
-"""``spr.prune_to_budget``: one-shot structured pruning to a stated size (docs/mathematics.md §7).
+"""``spr.prune_to_budget``: one-shot structured pruning to a stated size (docs/mathematics.md §6).
 
 1. **Units**: the prunable channel groups (:func:`spr._channel_groups.channel_groups`: a conv's
    output channels with their BatchNorm and their one consumer; residual streams stay whole).
@@ -93,10 +93,13 @@ def _batches(calibration: object) -> list[Tensor]:
 def _check_fits(model: nn.Module, batch: Tensor) -> None:
     try:
         with torch.no_grad():
-            model(batch)
+            out = model(batch)
     except Exception as err:  # the model's forward raises whatever it raises
         raise ValueError(f"the model cannot take the calibration batch of shape "
                          f"{tuple(batch.shape)}: {type(err).__name__}: {err}") from err
+    if not isinstance(out, Tensor):
+        raise TypeError(f"the model's forward returns a {_type_name(out)}; prune_to_budget "
+                        "needs one tensor (wrap the model so that it returns its main output)")
 
 
 class _Stop(Exception):
@@ -217,25 +220,9 @@ def prune_to_budget(
         raise ValueError("state a budget: macs=... and/or params=... (a fraction in (0, 1] of the "
                          "dense model's, or an absolute count)")
     batches, dense, example, groups, kept_whole = _prepare(model, calibration, example_inputs)
-    size_macs, size_params = size_models(dense, groups, example)
-    dense_macs, dense_params = count_macs(dense, example), count_params(dense)
-    if size_macs.size([g.channels for g in groups]) != dense_macs:
-        raise PruningError("the MAC model of the prunable groups does not reproduce the dense "
-                           f"count {dense_macs:,}; please report the architecture")
-    limits = {"macs": _budget("macs", macs, dense_macs),
-              "params": _budget("params", params, dense_params)}
     ks = [_options(g.channels, max_options) for g in groups]
-    resources = [(name, model_, limits[name]) for name, model_ in
-                 (("macs", size_macs), ("params", size_params)) if limits[name] is not None]
-    low = smallest(ks, [m for _, m, _ in resources])
-    for (name, _, limit), value in zip(resources, low, strict=True):
-        if limit < value:
-            dense_value = dense_macs if name == "macs" else dense_params
-            raise ValueError(
-                f"{name}={limit:,} is below {value:,.0f} ({value / dense_value:.1%} of the dense "
-                f"{dense_value:,}), the {name} of the smallest network allowed: one channel in "
-                f"each of the {len(groups)} prunable groups, the residual streams and other "
-                "groups kept whole; raise the budget")
+    limits, resources = _limits(dense, groups, example, macs, params, ks)
+    curve_rows: list[dict] = []
     with torch.no_grad():
         if allocation == "uniform":
             chosen = _uniform(groups, [m for _, m, _ in resources], [r for _, _, r in resources])
@@ -248,12 +235,16 @@ def prune_to_budget(
                               [m for _, m, _ in resources], [r for _, _, r in resources],
                               time_limit=max(10.0, 0.1 * time_limit))
             global_bound = _global_bound(curves, problems, ks, resources, chosen)
+            curve_rows = [{"ks": c.ks.tolist(), "cost": (c.objective / max(e, 1e-300)).tolist(),
+                           "bound": (c.bound / max(e, 1e-300)).tolist()}
+                          for c, (_, _, e) in zip(curves, problems, strict=True)]
         keep, weights, rows = _sequential(dense, groups, batches, chosen.widths, method,
                                           refit, 0.5 * time_limit, progress)
     knapsack = {"objective": chosen.objective, "bound": chosen.bound, "gap": chosen.gap,
                 "status": chosen.status, "sizes": chosen.sizes, "global_bound": global_bound}
-    return _finish(model, groups, kept_whole, keep, weights, rows, knapsack, limits, example,
+    plan = _finish(model, groups, kept_whole, keep, weights, rows, knapsack, limits, example,
                    method, refit, started)
+    return replace(plan, curves=curve_rows)
 
 
 def _prepare(model: nn.Module, calibration, example_inputs):
@@ -271,6 +262,43 @@ def _prepare(model: nn.Module, calibration, example_inputs):
         raise PruningError(f"{type(model).__name__} has no prunable channel group; kept whole: "
                            + "; ".join(f"{k.name} ({k.reason})" for k in kept_whole))
     return batches, dense, example, groups, kept_whole
+
+
+def _limits(dense, groups, example, macs, params, ks):
+    """The limits (``{"macs": int | None, "params": int | None}``) and the constrained resources
+    ``[(name, SizeModel, limit)]``; ValueError when a limit is below the smallest network."""
+    size_macs, size_params = size_models(dense, groups, example)
+    dense_macs, dense_params = count_macs(dense, example), count_params(dense)
+    if size_macs.size([g.channels for g in groups]) != dense_macs:
+        raise PruningError("the MAC model of the prunable groups does not reproduce the dense "
+                           f"count {dense_macs:,}; please report the architecture")
+    limits = {"macs": _budget("macs", macs, dense_macs),
+              "params": _budget("params", params, dense_params)}
+    resources = [(name, model_, limits[name]) for name, model_ in
+                 (("macs", size_macs), ("params", size_params)) if limits[name] is not None]
+    low = smallest(ks, [m for _, m, _ in resources])
+    for (name, _, limit), value in zip(resources, low, strict=True):
+        if limit < value:
+            dense_value = dense_macs if name == "macs" else dense_params
+            raise ValueError(
+                f"{name}={limit:,} is below {value:,.0f} ({value / dense_value:.1%} of the dense "
+                f"{dense_value:,}), the {name} of the smallest network allowed: one channel in "
+                f"each of the {len(groups)} prunable groups, the residual streams and other "
+                "groups kept whole; raise the budget")
+    return limits, resources
+
+
+def check_budget(model: nn.Module, example_inputs: Tensor | tuple[Tensor, ...],
+                 macs: float | int | None = None, params: float | int | None = None) -> None:
+    """The checks :func:`prune_to_budget` makes of a budget, before any calibration (so a run
+    can refuse a budget before it trains): ValueError when it is malformed or below the smallest
+    network ``model``'s architecture allows."""
+    example = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    dense = copy.deepcopy(model).eval()
+    groups, _ = channel_groups(dense, example)
+    if not groups:
+        raise PruningError(f"{type(model).__name__} has no prunable channel group")
+    _limits(dense, groups, example, macs, params, [np.array([1, g.channels]) for g in groups])
 
 
 def _finish(model, groups, kept_whole, keep, weights, rows, knapsack, limits, example, method,

@@ -36,9 +36,12 @@ def test_demo_quick_runs_from_the_console_script(tmp_path):
                            str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((tmp_path / "results.json").read_text())
-    for key in ("accuracy_dense", "accuracy_finetuned", "params_pruned", "macs_pruned", "mip",
-                "indicators"):
+    for key in ("accuracy_dense", "accuracy_finetuned", "params_pruned", "macs_pruned",
+                "budget", "indicators"):
         assert key in summary
+    assert summary["decision"] == "budget" and summary["budget"]["budget"]["met"]
+    assert summary["macs_pruned"] <= summary["config"]["budget_macs"] * summary["macs_dense"]
+    assert "certificate" in done.stdout
     assert (tmp_path / "demo.png").stat().st_size > 10_000
     assert "parameters" in done.stdout and "MACs per image" in done.stdout
 

@@ -38,7 +38,8 @@ def test_unknown_setting_lists_the_known_ones():
      ("M_scale", 0.0, "M_scale"),
      ("train_samples", 0, "train_samples"), ("threshold_tol", 1.0, "threshold_tol"),
      ("device", "gpu7", "device"), ("penalty", "l1", "penalty"),
-     ("penalty_weights", "flops", "penalty_weights")],
+     ("penalty_weights", "flops", "penalty_weights"), ("budget_macs", 0.0, "budget_macs"),
+     ("budget_params", -5.0, "budget_params"), ("budget_seconds", 0.0, "budget_seconds")],
 )
 def test_bad_values_name_the_setting(field, value, message):
     with pytest.raises(ValueError, match=message):

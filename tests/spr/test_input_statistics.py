@@ -103,6 +103,27 @@ def test_sums_are_the_gram_and_cross_terms_whatever_the_chunks(name):
                                        rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["int", "groups-2-stride-dilation"])
+def test_target_inputs_give_the_cross_terms_of_two_networks(name):
+    """Sequential reconstruction: rows of the pruned network's inputs X, targets from the dense
+    network's inputs S (same layer), in chunks."""
+    torch.manual_seed(2)
+    conv = CONVS[name]()
+    X, S = torch.randn(5, conv.in_channels, 9, 9), torch.randn(5, conv.in_channels, 9, 9)
+    rows, source = grouped_rows(conv, X).double(), grouped_rows(conv, S).double()
+    T = conv.weight.detach()
+    Y = source @ T.double().reshape(conv.groups, -1, rows.shape[2]).mT
+    stats = InputStatistics(conv, T, chunk_size=2)
+    stats.update(X, target_inputs=S)
+    torch.testing.assert_close(stats.gram, rows.mT @ rows, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(stats.xty, rows.mT @ Y, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(stats.yty, (Y * Y).sum(dim=1), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="shaped like X"):
+        stats.update(X, target_inputs=S[:2])
+    with pytest.raises(ValueError, match="needs target weights"):
+        InputStatistics(conv).update(X, target_inputs=S)
+
+
 def test_gram_only_and_chosen_dtype():
     layer = nn.Linear(4, 2)
     X = torch.randn(10, 4, dtype=torch.float64)

@@ -46,6 +46,7 @@ def test_results_check_out_independently(straight):
     assert summary["widths_pruned"] == spr.layer_widths(pruned)
     assert summary["threshold"]["train_accuracy_before"] - summary["threshold"][
         "train_accuracy_after"] < CONFIG.max_drop
+    assert summary["decision"] == "threshold"
     assert len(summary["history"]["spr_history"]) == CONFIG.epochs_spr
     assert PruneConfig.load(out / "config.json") == CONFIG
 
@@ -118,6 +119,34 @@ def test_group_lasso_baseline_runs_the_same_protocol(tmp_path):
     summary = quiet(config, tmp_path)
     assert summary["config"]["penalty"] == "group_lasso"
     assert summary["params_pruned"] <= summary["params_dense"]
+
+
+def test_a_budget_replaces_the_threshold_search(tmp_path):
+    """SPR training as before, then spr.prune_to_budget decides: the budget holds on the saved
+    network and the results say which decided."""
+    config = CONFIG.replace(budget_macs=0.45, budget_params=5000.0, budget_seconds=5.0,
+                            epochs_finetune=1)
+    summary = quiet(config, tmp_path)
+    assert summary["decision"] == "budget" and "threshold" not in summary
+    pruned = spr.load_pruned(tmp_path / "pruned", small_cnn(10, 1))
+    dense_macs = summary["macs_dense"]
+    macs = spr.count_macs(pruned, torch.zeros(1, 1, 8, 8))
+    assert macs == summary["macs_pruned"] <= 0.45 * dense_macs
+    assert spr.count_params(pruned) == summary["params_pruned"] <= 5000
+    certificate = summary["budget"]
+    assert certificate["budget"]["met"] and len(certificate["layers"]) == 4
+    assert all(row["bound"] <= row["objective"] * (1 + 1e-9) for row in certificate["layers"])
+    assert straight_decision(tmp_path) == "budget"
+
+
+def straight_decision(out) -> str:
+    return json.loads((out / "results.json").read_text())["decision"]
+
+
+def test_a_budget_the_network_cannot_meet_is_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match="smallest network allowed"):
+        quiet(CONFIG.replace(budget_macs=0.001), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_results_record_the_input_padding(tmp_path):
