@@ -59,7 +59,7 @@ def demo_config(dataset: str, quick: bool, data_root: str | None = None) -> Prun
         arch="small_cnn", dataset=dataset, data_root=data_root,
         train_samples=1000 if quick else 12000, threshold_samples=300 if quick else 2000,
         epochs_reference=2 if quick else 8, epochs_spr=2 if quick else 8,
-        epochs_finetune=1 if quick else 3, lam=2.0, alpha=0.5, lr=0.05, lr_finetune=0.01,
+        epochs_finetune=1 if quick else 3, lam=0.5, alpha=0.5, lr=0.05, lr_finetune=0.01,
         batch_size=128, augment=False, max_drop=1.0, threshold_tol=1e-3, struct_threshold=0.05,
         budget_macs=BUDGET_MACS, budget_seconds=BUDGET_SECONDS[quick],
     )
