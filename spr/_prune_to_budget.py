@@ -31,26 +31,19 @@ from dataclasses import replace
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-import mip
-from spr._budget_plan import BudgetPlan, Certificate, mask
+from spr._budget_plan import BudgetPlan, Certificate
 from spr._budget_size import size_models
 from spr._channel_groups import ChannelGroup, channel_groups
+from spr._consumer_problems import dense_curves, sequential_refit
 from spr._counting import count_macs, count_params
-from spr._input_statistics import InputStatistics
-from spr._layer_decisions import METHODS, curve, decide
+from spr._layer_decisions import METHODS
 from spr._surgery import PruningError, _check_finite_state, _type_name
 from spr._width_allocation import Allocation, allocate, smallest
 
 __all__ = ["prune_to_budget", "reconstruct"]
 
-RIDGE = 1e-3  # the fits' ridge lam*alpha, relative to the mean diagonal of the Gram matrix
-ALPHA = 0.5
 BATCH = 256  # calibration samples per forward pass when a single tensor is given
-# the statistics' products in float32 (half the time of float64; a few chunks summed, relative
-# error ~1e-6, far below the reconstruction errors compared, >= 1e-3 of the energy)
-STATS_DTYPE = torch.float32
 ALLOCATIONS = ("knapsack", "uniform")
 
 
@@ -100,50 +93,6 @@ def _check_fits(model: nn.Module, batch: Tensor) -> None:
     if not isinstance(out, Tensor):
         raise TypeError(f"the model's forward returns a {_type_name(out)}; prune_to_budget "
                         "needs one tensor (wrap the model so that it returns its main output)")
-
-
-class _Stop(Exception):
-    """Raised by a hook once the layer's input is captured: the rest of the forward is skipped."""
-
-
-def _inputs_of(model: nn.Module, layer: nn.Module, x: Tensor) -> Tensor:
-    captured: list[Tensor] = []
-
-    def hook(module, args) -> None:
-        captured.append(args[0].detach())
-        raise _Stop
-
-    handle = layer.register_forward_pre_hook(hook)
-    try:
-        model(x)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    return captured[0]
-
-
-def _output_scale(model: nn.Module, group: ChannelGroup, out: int) -> np.ndarray:
-    norm = model.get_submodule(group.after) if group.after else None
-    if norm is None or not norm.affine or norm.running_var is None:
-        return np.ones(out)
-    scale = (norm.weight.abs() / torch.sqrt(norm.running_var + norm.eps)).double().cpu().numpy()
-    return np.maximum(scale, 1e-8 * max(float(scale.max()), 1e-300))
-
-
-def _problem(stats: InputStatistics, W0: Tensor, columns: int, scale: np.ndarray):
-    """The consumer's layer problem with output channel o weighted by ``scale[o]``, the dense
-    weights in its coordinates (out, d), and the output energy."""
-    count = stats.count
-    gram = (stats.gram[0].double() / count).cpu().numpy()
-    xty = (stats.xty[0].double() / count).cpu().numpy() * scale[None, :]
-    yty = (stats.yty[0].double() / count).cpu().numpy() * scale**2
-    W = W0.detach().double().reshape(W0.shape[0], -1).cpu().numpy() * scale[:, None]
-    diag = float(np.mean(np.diag(gram)))
-    M = 4.0 * float(np.abs(W).max()) or 1.0
-    problem = mip.LayerProblem(gram, xty, yty, columns, lam=RIDGE * diag / ALPHA, alpha=ALPHA,
-                               M=M)
-    return problem, W, float(yty.sum())
 
 
 def _options(n: int, max_options: int) -> np.ndarray:
@@ -228,7 +177,7 @@ def prune_to_budget(
             chosen = _uniform(groups, [m for _, m, _ in resources], [r for _, _, r in resources])
             global_bound = math.nan
         else:
-            curves, problems = _curves(dense, groups, batches, ks, method, refit,
+            curves, problems = dense_curves(dense, groups, batches, ks, method, refit,
                                        0.5 * time_limit, progress)
             chosen = allocate([c.objective / max(e, 1e-300) for c, (_, _, e) in
                                zip(curves, problems, strict=True)], ks,
@@ -238,7 +187,7 @@ def prune_to_budget(
             curve_rows = [{"ks": c.ks.tolist(), "cost": (c.objective / max(e, 1e-300)).tolist(),
                            "bound": (c.bound / max(e, 1e-300)).tolist()}
                           for c, (_, _, e) in zip(curves, problems, strict=True)]
-        keep, weights, rows = _sequential(dense, groups, batches, chosen.widths, method,
+        keep, weights, rows = sequential_refit(dense, groups, batches, chosen.widths, method,
                                           refit, 0.5 * time_limit, progress)
     knapsack = {"objective": chosen.objective, "bound": chosen.bound, "gap": chosen.gap,
                 "status": chosen.status, "sizes": chosen.sizes, "global_bound": global_bound}
@@ -360,44 +309,13 @@ def reconstruct(
         given[name] = mask_.cpu().numpy()
     widths = [int(given[g.name].sum()) for g in groups]
     with torch.no_grad():
-        kept, weights, rows = _sequential(dense, groups, batches, widths, "given", refit, 1.0,
+        kept, weights, rows = sequential_refit(dense, groups, batches, widths, "given", refit, 1.0,
                                           progress, given)
     nan = math.nan
     knapsack = {"objective": nan, "bound": nan, "gap": nan, "status": "given", "sizes": "given",
                 "global_bound": nan}
     return _finish(model, groups, kept_whole, kept, weights, rows, knapsack,
                    {"macs": None, "params": None}, example, "given", refit, started)
-
-
-def _curves(dense, groups, batches, ks, method, refit, seconds, progress):
-    consumers = [dense.get_submodule(g.consumer) for g in groups]
-    stats = [InputStatistics(layer, layer.weight, dtype=STATS_DTYPE) for layer in consumers]
-    handles = [layer.register_forward_pre_hook(lambda m, a, s=s: s.update(a[0]) and None)
-               for layer, s in zip(consumers, stats, strict=True)]
-    try:
-        for batch in tqdm(batches, desc="calibration statistics", disable=not progress,
-                          leave=False):
-            dense(batch)
-    finally:
-        for handle in handles:
-            handle.remove()
-    weight = np.array([g.channels * g.columns for g in groups], dtype=float)
-    curves, problems = [], []
-    for i in tqdm(range(len(groups)), desc=f"keep-k curves ({method})", disable=not progress,
-                  leave=False):
-        group, layer = groups[i], consumers[i]
-        scale = _output_scale(dense, group, layer.weight.shape[0])
-        problem, W0, energy = _problem(stats[i], layer.weight, group.columns, scale)
-        scores = _filter_norms(dense, group)
-        share = seconds * weight[i] / weight.sum()
-        curves.append(curve(problem, ks[i], method, refit, W0, scores, share))
-        problems.append((problem, W0, energy))
-    return curves, problems
-
-
-def _filter_norms(model: nn.Module, group: ChannelGroup) -> np.ndarray:
-    weight = model.get_submodule(group.producer).weight.detach()
-    return weight.reshape(weight.shape[0], -1).double().norm(dim=1).cpu().numpy()
 
 
 def _global_bound(curves, problems, ks, resources, allocation) -> float:
@@ -432,32 +350,3 @@ def _uniform(groups: list[ChannelGroup], models, limits) -> Allocation:
                       tuple(m.size(chosen) for m in models))
 
 
-def _sequential(dense, groups, batches, widths, method, refit, seconds, progress, given=None):
-    """Step 4 of the module docstring: returns the kept channels, the consumers' new weights and
-    one certificate row per group. ``given``: producer name -> kept channels (n,) bool, taken
-    as the supports instead of deciding them."""
-    work = copy.deepcopy(dense)
-    weight = np.array([g.channels * g.columns for g in groups], dtype=float)
-    keep, weights, rows = {}, {}, []
-    for i in tqdm(range(len(groups)), desc="sequential reconstruction", disable=not progress,
-                  leave=False):
-        group, k = groups[i], int(widths[i])
-        layer, target = work.get_submodule(group.consumer), dense.get_submodule(group.consumer)
-        stats = InputStatistics(layer, target.weight, dtype=STATS_DTYPE)
-        for batch in batches:
-            stats.update(_inputs_of(work, layer, batch), _inputs_of(dense, target, batch))
-        scale = _output_scale(dense, group, layer.weight.shape[0])
-        problem, W0, energy = _problem(stats, target.weight, group.columns, scale)
-        share = seconds * weight[i] / weight.sum()
-        fixed = None if given is None else np.asarray(given[group.name], dtype=bool)
-        found = decide(problem, k, method, refit, W0, _filter_norms(dense, group), share, fixed)
-        new = torch.from_numpy(found.weight / scale[:, None]).reshape(layer.weight.shape)
-        keep[group.name] = torch.from_numpy(found.keep.copy())
-        weights[group.consumer] = new.to(layer.weight.dtype)
-        mask(work, [group], {group.name: keep[group.name]}, {group.consumer: weights[
-            group.consumer].to(layer.weight.device)})
-        rows.append({"name": group.name, "consumer": group.consumer, "channels": group.channels,
-                     "k": k, "kept": int(found.keep.sum()), "objective": found.objective,
-                     "bound": found.bound, "gap": found.gap, "status": found.status,
-                     "relative": found.objective / energy if energy > 0 else 0.0})
-    return keep, weights, rows
