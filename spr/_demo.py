@@ -31,7 +31,6 @@ from spr._serialize import load_pruned
 from spr.models import small_cnn
 
 COLLAPSED = 0.01  # y* below this: the group sits at 1% of its scale
-FLOOR = 1e-5  # the histogram's first bin gathers every y* below this (0 included)
 BUDGET_MACS = 0.5  # the demo's budget: at most half the dense network's MACs per image
 BUDGET_SECONDS = {True: 3.0, False: 15.0}  # prune_to_budget's time limit (quick, full)
 
@@ -146,8 +145,12 @@ def _figure(summary: dict, path: Path) -> None:
     ax.bar(pos - 0.2, [1.0, 1.0], 0.4, label="dense", color="0.6")
     ax.bar(pos + 0.2, [p / d for p, d in zip(pruned, dense, strict=True)], 0.4, label="pruned",
            color="tab:green")
-    ax.set(xticks=pos, xticklabels=kinds, ylabel="relative to dense", title="Size")
-    ax.legend()
+    if summary["config"].get("budget_macs"):
+        ax.plot([0.8, 1.4], [summary["config"]["budget_macs"]] * 2, "k--", linewidth=1,
+                label="the MAC budget")
+    ax.set(xticks=pos, xticklabels=kinds, ylabel="relative to dense", title="Size",
+           ylim=(0, 1.3))
+    ax.legend(loc="upper center", ncol=3, fontsize=8)
     ax = axes[1, 0]
     names = list(summary["widths_dense"])
     pos = np.arange(len(names))
@@ -160,23 +163,29 @@ def _figure(summary: dict, path: Path) -> None:
     ax.set_xticklabels([labels.get(n, n).replace(" (", "\n(") for n in names], fontsize=8)
     ax.legend()
     ax = axes[1, 1]
-    values = np.array(summary["indicators"]["values"])
-    bins = np.logspace(np.log10(FLOOR), 0, 31)
-    floor = values < FLOOR
-    ax.hist(np.clip(values[~floor], FLOOR, 1), bins=bins, color="tab:blue",
-            label=f"y* >= {FLOOR:g}: {int((~floor).sum())} groups")
-    ax.hist(np.full(int(floor.sum()), FLOOR), bins=bins, color="tab:red",
-            label=f"y* < {FLOOR:g} (0 included), drawn in the first bin: "
-                  f"{int(floor.sum())} groups")
-    ax.axvline(COLLAPSED, color="k", linestyle="--", linewidth=1,
-               label=f"y* = {COLLAPSED:g}: left of it a group is at < 1% of its scale "
-                     "(collapsed)")
-    ax.set(xscale="log", xlabel="y* of each filter group after SPR training (log scale)",
-           ylabel="groups", title="Where SPR puts the groups")
-    ax.legend(fontsize=7, loc="upper center")
-    fig.text(0.5, 0.005, "y* = min(1, max(||w||_inf / M, sqrt(alpha / (1 - alpha)) ||w||_2)) "
-             "is SPR's indicator of a group (its BatchNorm channel included): near 1 the "
-             "group is in use, near 0 SPR has switched it off.", ha="center", fontsize=7)
+    budget = summary.get("budget") or {}
+    labels = summary.get("layer_names", {})
+    for i, (row, curve) in enumerate(zip(budget.get("layers", []), budget.get("curves", []),
+                                         strict=False)):
+        color = f"C{i}"
+        ks = np.array(curve["ks"]) / row["channels"]
+        cost = np.maximum(np.array(curve["cost"], dtype=float), 1e-6)  # log scale
+        ax.plot(ks, cost, "-o", color=color, markersize=2.5,
+                label=labels.get(row["name"], row["name"]))
+        bound = np.array(curve["bound"], dtype=float)
+        shown = np.isfinite(bound) & (bound > 1e-6)
+        if shown.any():
+            ax.plot(ks[shown], bound[shown], ":", color=color, linewidth=1.2)
+        chosen = curve["ks"].index(row["k"]) if row["k"] in curve["ks"] else None
+        if chosen is not None:
+            ax.plot(ks[chosen], cost[chosen], "*", color=color, markersize=12,
+                    markeredgecolor="k")
+    ax.set(yscale="log", xlabel="share of the layer's channels kept (k / width)",
+           ylabel="reconstruction error (relative)",
+           title="Keep-k curves (solid: layer MIP, dotted: proven bound,\nstar: the knapsack's "
+                 "choice)")
+    ax.title.set_fontsize(10)
+    ax.legend(fontsize=7)
     fig.tight_layout(rect=(0, 0.02, 1, 1))
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=100)

@@ -139,6 +139,7 @@ def _prune_budgeted(model: nn.Module, run: _Run, config: PruneConfig, records: d
     records["decision"] = "budget"
     records["budget"] = {"summary": certificate.summary(), "layers": certificate.layers,
                          "knapsack": certificate.knapsack, "budget": certificate.budget,
+                         "curves": plan.curves,
                          "calibration_images": len(calibration),
                          "seconds": certificate.seconds}
     summary = certificate.summary()

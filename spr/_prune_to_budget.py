@@ -171,24 +171,23 @@ def prune_to_budget(
     batches, dense, example, groups, kept_whole = _prepare(model, calibration, example_inputs)
     ks = [_options(g.channels, max_options) for g in groups]
     limits, resources = _limits(dense, groups, example, macs, params, ks)
+    sizes, caps = [m for _, m, _ in resources], [r for _, _, r in resources]
     curve_rows: list[dict] = []
     with torch.no_grad():
         if allocation == "uniform":
-            chosen = _uniform(groups, [m for _, m, _ in resources], [r for _, _, r in resources])
-            global_bound = math.nan
+            chosen, global_bound = _uniform(groups, sizes, caps), math.nan
         else:
             curves, problems = dense_curves(dense, groups, batches, ks, method, refit,
-                                       0.5 * time_limit, progress)
-            chosen = allocate([c.objective / max(e, 1e-300) for c, (_, _, e) in
-                               zip(curves, problems, strict=True)], ks,
-                              [m for _, m, _ in resources], [r for _, _, r in resources],
-                              time_limit=max(10.0, 0.1 * time_limit))
-            global_bound = _global_bound(curves, problems, ks, resources, chosen)
-            curve_rows = [{"ks": c.ks.tolist(), "cost": (c.objective / max(e, 1e-300)).tolist(),
-                           "bound": (c.bound / max(e, 1e-300)).tolist()}
-                          for c, (_, _, e) in zip(curves, problems, strict=True)]
+                                            0.5 * time_limit, progress)
+            energy = [max(e, 1e-300) for _, _, e in problems]  # relative costs compare layers
+            costs = [c.objective / e for c, e in zip(curves, energy, strict=True)]
+            bounds = [c.bound / e for c, e in zip(curves, energy, strict=True)]
+            chosen = allocate(costs, ks, sizes, caps, time_limit=max(10.0, 0.1 * time_limit))
+            global_bound = _global_bound(bounds, ks, sizes, caps, chosen)
+            curve_rows = [{"ks": k.tolist(), "cost": c.tolist(), "bound": b.tolist()}
+                          for k, c, b in zip(ks, costs, bounds, strict=True)]
         keep, weights, rows = sequential_refit(dense, groups, batches, chosen.widths, method,
-                                          refit, 0.5 * time_limit, progress)
+                                               refit, 0.5 * time_limit, progress)
     knapsack = {"objective": chosen.objective, "bound": chosen.bound, "gap": chosen.gap,
                 "status": chosen.status, "sizes": chosen.sizes, "global_bound": global_bound}
     plan = _finish(model, groups, kept_whole, keep, weights, rows, knapsack, limits, example,
@@ -318,14 +317,12 @@ def reconstruct(
                    {"macs": None, "params": None}, example, "given", refit, started)
 
 
-def _global_bound(curves, problems, ks, resources, allocation) -> float:
-    """The knapsack over the curves' proven bounds: no allocation within the budget has a lower
-    total cost (with exact sizes; NaN otherwise)."""
-    bounds = [c.bound / max(e, 1e-300) for c, (_, _, e) in zip(curves, problems, strict=True)]
+def _global_bound(bounds, ks, sizes, caps, allocation: Allocation) -> float:
+    """The knapsack over the curves' proven (relative) bounds: no allocation within the budget
+    has a lower total cost (with exact sizes; NaN otherwise)."""
     if allocation.sizes != "exact" or not all(np.all(np.isfinite(b)) for b in bounds):
         return math.nan
-    found = allocate(bounds, ks, [m for _, m, _ in resources], [r for _, _, r in resources])
-    return min(found.bound, allocation.objective)
+    return min(allocate(bounds, ks, sizes, caps).bound, allocation.objective)
 
 
 def _uniform(groups: list[ChannelGroup], models, limits) -> Allocation:
