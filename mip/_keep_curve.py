@@ -31,9 +31,9 @@ from mip._result import relative_gap
 from mip._solve_layer import (
     BRANCH_AND_BOUND_GROUPS,
     check_memory,
-    feasible_sizes,
     full_fit_norms,
     magnitude_support,
+    start_sizes,
 )
 from mip._support_fit import fit_support
 
@@ -119,10 +119,9 @@ def keep_curve(
     previous = None
     for index in range(K - 1, -1, -1):
         k = int(ks[index])
-        sizes = feasible_sizes(problem, path, k)
-        size = min(sizes, key=lambda m: path.values[m])
-        starts = [path.support(size)]
-        magnitude = magnitude_support(problem, size, norms)
+        sizes = start_sizes(problem, path, k)
+        starts = [path.support(size) for size in sizes]
+        magnitude = magnitude_support(problem, max(sizes), norms)
         if problem.cost is None or problem.cost @ magnitude <= problem.budget:
             starts.append(magnitude)
         if previous is not None:  # the next larger k's support, less its weakest groups

@@ -71,12 +71,19 @@ def _trivial(problem: LayerProblem) -> bool:
     return not np.any(problem.gram) and not np.any(problem.xty)
 
 
-def feasible_sizes(problem: LayerProblem, path, limit: int) -> list[int]:
-    sizes = []
-    for m in range(limit + 1):
-        if problem.cost is None or problem.cost @ path.support(m) <= problem.budget:
-            sizes.append(m)
-    return sizes
+def start_sizes(problem: LayerProblem, path: GreedyPath, limit: int) -> list[int]:
+    """The support sizes to start local search from, at most ``limit`` and within the budget:
+    the size of least value on the greedy ``path``; and, when the path stopped at its deadline
+    before reaching some allowed sizes (their values unknown, NaN), also the largest of those,
+    so a short time limit never leaves the empty support as the only start."""
+    sizes = [m for m in range(min(limit, problem.n_groups) + 1)
+             if problem.cost is None or problem.cost @ path.support(m) <= problem.budget]
+    known = [m for m in sizes if np.isfinite(path.values[m])]
+    found = [min(known, key=lambda m: path.values[m])] if known else []
+    unknown = [m for m in sizes if not np.isfinite(path.values[m])]
+    if unknown and max(unknown) not in found:
+        found.append(max(unknown))
+    return found
 
 
 def primal(problem: LayerProblem, deadline: float, max_keep: int | None = None,
@@ -87,10 +94,9 @@ def primal(problem: LayerProblem, deadline: float, max_keep: int | None = None,
     limit = problem.max_keep if max_keep is None else max_keep
     limit = n if limit is None else min(int(limit), n)
     path = greedy_backward(problem, deadline) if path is None else path
-    sizes = feasible_sizes(problem, path, limit)
-    size = min(sizes, key=lambda m: path.values[m])
-    starts = [path.support(size)]
-    magnitude = magnitude_support(problem, size, full_fit_norms(problem, path))
+    sizes = start_sizes(problem, path, limit)
+    starts = [path.support(size) for size in sizes]
+    magnitude = magnitude_support(problem, max(sizes), full_fit_norms(problem, path))
     if problem.cost is None or problem.cost @ magnitude <= problem.budget:
         starts.append(magnitude)
     best = None

@@ -77,6 +77,25 @@ def test_keep_curve_early_stop_keeps_valid_bounds():
         assert curve.bound[i] <= oracle.objective * (1 + 1e-9) <= curve.objective[i] * (1 + 1e-9)
 
 
+def _magnitude_value(problem, k):
+    keep = mip._solve_layer.magnitude_support(problem, k)
+    return problem.objective(mip.fit_support(problem, keep), keep)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_deadline_passed_before_the_greedy_pass_still_starts_from_k_groups(seed):
+    # the greedy path then knows no value below the full width: the start must not be empty
+    problem = random_problem(np.random.default_rng(seed), 20, 1, 3, max_keep=8)
+    problem = replace(problem, lam=1e-4 * problem.lam)  # the count penalty all but gone
+    result = mip.solve_layer(problem, time_limit=1e-9)
+    assert result.keep.sum() == 8
+    assert result.objective <= _magnitude_value(problem, 8) * (1 + 1e-9)
+    curve = mip.keep_curve(problem, ks=[2, 5, 8], time_limit=1e-9)
+    for i, k in enumerate(curve.ks):
+        assert curve.objective[i] <= _magnitude_value(problem, int(k)) * (1 + 1e-9)
+        assert curve.bound[i] <= curve.objective[i]
+
+
 def test_zero_statistics_return_at_once():
     problem = mip.LayerProblem(np.zeros((6, 6)), np.zeros((6, 2)), np.ones(2), 2, lam=0.1,
                                alpha=0.5, M=1.0)
