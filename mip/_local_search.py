@@ -219,11 +219,14 @@ class GreedyPath:
 
 
 def greedy_backward(problem: LayerProblem, deadline: float = np.inf,
-                    rho: float | None = None) -> GreedyPath:
-    """Greedy backward elimination from every group to none (module docstring).
+                    rho: float | None = None, stop: int = 0) -> GreedyPath:
+    """Greedy backward elimination from every group to ``stop`` groups (default none; module
+    docstring).
 
-    Stops early only at ``deadline`` (a ``time.perf_counter()`` value); then the groups not yet
-    dropped are ordered by their removal cost at that point.
+    Stops early at ``deadline`` (a ``time.perf_counter()`` value) or once ``stop`` groups are
+    left (the wide steps cost ``O(m^2)`` each, so a large ``stop`` saves most of the pass); then
+    the groups not yet dropped are ordered by their removal cost at that point, and the values
+    of the sizes below are NaN.
 
     >>> rng = np.random.default_rng(0)
     >>> X = rng.standard_normal((60, 5)); W0 = rng.standard_normal((2, 5)) * [1, 0, 1, 0, 1]
@@ -245,13 +248,13 @@ def greedy_backward(problem: LayerProblem, deadline: float = np.inf,
     while support.groups:
         m = len(support.groups)
         rem = _removal_costs(support.P, support.beta, g)
-        if time.perf_counter() > deadline:
+        if m <= stop or time.perf_counter() > deadline:
             order.extend(np.asarray(support.groups)[np.argsort(rem, kind="stable")].tolist())
             break
         score = rem
         if cost is not None and spent > problem.budget:
             score = rem / np.maximum(cost[support.groups], 1e-12)
-        count = max(1, m // 256)
+        count = min(max(1, m // 256), m - stop)
         positions = np.argsort(score, kind="stable")[:count]
         explained = support.explained() if count > 1 else None
         dropped = [support.groups[p] for p in positions]

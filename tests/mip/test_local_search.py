@@ -44,6 +44,17 @@ def test_greedy_path_values_are_the_refit_ridge_values(case):
         assert np.all(path.support(m) <= path.support(m + 1))
 
 
+@pytest.mark.parametrize("stop", [0, 3, 7])
+def test_greedy_path_stopped_at_a_size_is_the_full_path_down_to_it(stop):
+    problem = random_problem(np.random.default_rng(stop), 11, 2, 3)
+    full, stopped = greedy_backward(problem), greedy_backward(problem, stop=stop)
+    assert sorted(stopped.order.tolist()) == list(range(11))
+    for m in range(stop, 12):
+        assert np.array_equal(stopped.support(m), full.support(m))
+        assert stopped.values[m] == pytest.approx(full.values[m], rel=1e-10)
+    assert np.all(np.isnan(stopped.values[1:stop]))
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_swap_search_never_worse_than_its_start_and_at_a_local_optimum(seed):
     rng = np.random.default_rng(seed)
