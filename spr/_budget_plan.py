@@ -17,6 +17,14 @@ from spr._surgery import remove_pruned
 __all__ = ["BudgetPlan", "Certificate"]
 
 
+def layer_gaps(layers: list[dict]) -> dict:
+    """``layer_gap_median`` and ``layer_gap_max`` over the rows' finite ``gap`` (NaN if none)."""
+    gaps = np.array([row["gap"] for row in layers], dtype=float)
+    finite = gaps[np.isfinite(gaps)]
+    return {"layer_gap_median": float(np.median(finite)) if finite.size else math.nan,
+            "layer_gap_max": float(finite.max()) if finite.size else math.nan}
+
+
 @dataclass(frozen=True)
 class Certificate:
     """How good the plan is, and that it meets the budget.
@@ -47,11 +55,8 @@ class Certificate:
 
     def summary(self) -> dict:
         """Median and max layer gap, the knapsack's gap, the budget met (for tables)."""
-        gaps = np.array([row["gap"] for row in self.layers], dtype=float)
-        finite = gaps[np.isfinite(gaps)]
         return {
-            "layer_gap_median": float(np.median(finite)) if finite.size else math.nan,
-            "layer_gap_max": float(finite.max()) if finite.size else math.nan,
+            **layer_gaps(self.layers),
             "knapsack_gap": self.knapsack["gap"], "sizes": self.knapsack["sizes"],
             "macs": self.budget["macs"], "params": self.budget["params"],
             "met": self.budget["met"],

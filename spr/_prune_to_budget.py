@@ -47,7 +47,7 @@ BATCH = 256  # calibration samples per forward pass when a single tensor is give
 ALLOCATIONS = ("knapsack", "uniform")
 
 
-def _budget(name: str, value: object, dense: int) -> int | None:
+def budget_limit(name: str, value: object, dense: int) -> int | None:
     """The most the pruned model may have: a fraction of ``dense`` in (0, 1] or a count."""
     if value is None:
         return None
@@ -220,8 +220,8 @@ def _limits(dense, groups, example, macs, params, ks):
     if size_macs.size([g.channels for g in groups]) != dense_macs:
         raise PruningError("the MAC model of the prunable groups does not reproduce the dense "
                            f"count {dense_macs:,}; please report the architecture")
-    limits = {"macs": _budget("macs", macs, dense_macs),
-              "params": _budget("params", params, dense_params)}
+    limits = {"macs": budget_limit("macs", macs, dense_macs),
+              "params": budget_limit("params", params, dense_params)}
     resources = [(name, model_, limits[name]) for name, model_ in
                  (("macs", size_macs), ("params", size_params)) if limits[name] is not None]
     low = smallest(ks, [m for _, m, _ in resources])
