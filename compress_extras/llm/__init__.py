@@ -10,22 +10,41 @@ Public API:
     fixed_windows         the fixed, evenly spread token windows every method is scored on
     perplexity            exp(mean next-token NLL) of a causal LM over those windows
     find_data             where data/<name> is (root=, $SPR_DATA, the repository's data/)
+    prune_llm             one-shot MLP-neuron pruning to a parameter budget, with a certificate
+    llm_curves            the dense keep-k curves prune_llm allocates over (shareable)
+    LLMPrunePlan          prune_llm's plan (apply -> the smaller model), LLMCertificate its proof
+    LLMCurves             llm_curves' result
+    mlp_parameters        the MLP parameters of a Llama-style model (what the budget counts)
+    save_pruned           a smaller model as per-layer widths (JSON) + safetensors, atomically
+    load_pruned           rebuild it
 """
 
 from compress_extras.llm._austen import AUSTEN_NOVELS, austen_novels
 from compress_extras.llm._files import find_data
 from compress_extras.llm._models import linear_layers, load_minilm, load_smollm2
 from compress_extras.llm._perplexity import fixed_windows, perplexity
+from compress_extras.llm._prune import prune_llm
+from compress_extras.llm._prune_curves import LLMCurves, llm_curves
+from compress_extras.llm._prune_plan import LLMCertificate, LLMPrunePlan
+from compress_extras.llm._pruned_model import load_pruned, mlp_parameters, save_pruned
 from compress_extras.llm._rdata import read_lazyload
 
 __all__ = [
     "AUSTEN_NOVELS",
+    "LLMCertificate",
+    "LLMCurves",
+    "LLMPrunePlan",
     "austen_novels",
     "find_data",
     "fixed_windows",
     "linear_layers",
+    "llm_curves",
     "load_minilm",
+    "load_pruned",
     "load_smollm2",
+    "mlp_parameters",
     "perplexity",
+    "prune_llm",
     "read_lazyload",
+    "save_pruned",
 ]
