@@ -19,7 +19,7 @@ from torch import nn
 
 from compress_extras.llm._files import find_data
 
-__all__ = ["SMOLLM2_GGUF", "linear_layers", "load_minilm", "load_smollm2"]
+__all__ = ["SMOLLM2_GGUF", "linear_layers", "load_minilm", "load_smollm2", "tiny_llama"]
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -60,3 +60,16 @@ def linear_layers(model: nn.Module, skip_tied: bool = True) -> list[str]:
             for p in m.parameters(recurse=False)}
     return [name for name, m in model.named_modules() if isinstance(m, nn.Linear)
             and not (skip_tied and id(m.weight) in seen)]
+
+
+def tiny_llama(seed: int = 0) -> nn.Module:
+    """A tiny random ``LlamaForCausalLM`` for smoke runs and tests (no data needed): 3 layers,
+    hidden 32, MLP 64, 4 query heads sharing 2 key/value heads, vocabulary 100, tied embedding;
+    its weights from ``torch.manual_seed(seed)``, in eval mode."""
+    transformers = _transformers()
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(
+        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        tie_word_embeddings=True)
+    return transformers.LlamaForCausalLM(config).eval()

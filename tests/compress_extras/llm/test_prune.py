@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from compress_extras.llm import llm_curves, load_pruned, mlp_parameters, prune_llm, save_pruned
+from compress_extras.llm._models import tiny_llama
 from compress_extras.llm._pruned_model import mlp_widths
 from spr.data import DatasetNotFoundError
 
@@ -26,12 +27,7 @@ OPTIONS = {"step": 8, "min_width": 8, "progress": False}
 
 @pytest.fixture(scope="module")
 def tiny():
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-        tie_word_embeddings=True)
-    model = transformers.LlamaForCausalLM(config).eval()
+    model = tiny_llama(0)
     calibration = torch.randint(0, 100, (8, 16), generator=torch.Generator().manual_seed(1))
     test = torch.randint(0, 100, (3, 16), generator=torch.Generator().manual_seed(2))
     return model, calibration, test
