@@ -7,7 +7,14 @@ Public API:
                                     with_budget (re-solve for another budget), to_dict
     AverageBits, TotalBits          the budget: bits per weight on average, or in total
     QuantizerOption                 the protocol options implement: name, quantize(W), bits(W)
-    UniformQuant, Float16, Pruned   built-in options
+    UniformQuant, Float16, Pruned   built-in options (UniformQuant: float minimum, no exact zero)
+    AsymmetricRTN                   the textbook grid: integer zero point, an exact zero level
+  error compensation (GPTQ) on the layer's input statistics:
+    gptq_quantize, gptq_layer       quantize column by column, later columns compensating
+    hessian_from_statistics         H from spr's InputStatistics (the layer MIP's statistics)
+    ColumnQuantizer                 how one column is rounded; adapters AsymmetricColumns,
+                                    UniformColumns, LloydColumns, ShiftColumns, ICQuantColumns
+    weighted_lloyd                  sensitivity-weighted (Fisher-diagonal) Lloyd codebooks
   ICQuant, index-coded outlier-aware low-bit weights (compress_extras.icquant):
     ICQuantizer, ICQuantized        code a weight (bits, outlier ratio, "rtn" | "lloyd"); the
                                     coded tensor: dequantize, bits counted from its bytes
@@ -26,7 +33,20 @@ Public API:
 """
 
 from compress_extras._allocation import AllocationPlan, AverageBits, TotalBits, allocate_bits
+from compress_extras._asymmetric import AsymmetricRTN
+from compress_extras._gptq import (
+    AsymmetricColumns,
+    ColumnQuantizer,
+    ICQuantColumns,
+    LloydColumns,
+    ShiftColumns,
+    UniformColumns,
+    gptq_layer,
+    gptq_quantize,
+    hessian_from_statistics,
+)
 from compress_extras._options import Float16, Pruned, QuantizerOption, UniformQuant
+from compress_extras._weighted_lloyd import weighted_lloyd
 from compress_extras.binary import BinaryQuant, BinaryViT, BinaryViTConfig, binarize
 from compress_extras.icquant import ICQuantized, ICQuantizer, ICQuantOption, icquant_model
 from compress_extras.shift import (
@@ -39,6 +59,13 @@ from compress_extras.shift import (
 
 __all__ = [
     "AllocationPlan",
+    "AsymmetricColumns",
+    "AsymmetricRTN",
+    "ColumnQuantizer",
+    "ICQuantColumns",
+    "LloydColumns",
+    "ShiftColumns",
+    "UniformColumns",
     "AverageBits",
     "BinaryQuant",
     "BinaryViT",
@@ -57,6 +84,10 @@ __all__ = [
     "allocate_bits",
     "binarize",
     "export_denseshift",
+    "gptq_layer",
+    "gptq_quantize",
+    "hessian_from_statistics",
     "icquant_model",
     "to_denseshift",
+    "weighted_lloyd",
 ]
