@@ -24,14 +24,6 @@ from compress_extras.shift._levels import fit_scale, levels
 from spr._input_statistics import InputStatistics, layer_rows
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def problem(seed, out=6, d=12, n=64, dead=()):
     """W (out, d) and H = X^T X / n for correlated inputs X = Z A (columns of varied scale)."""
     g = torch.Generator().manual_seed(seed)

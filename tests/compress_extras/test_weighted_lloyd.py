@@ -8,14 +8,6 @@ from compress_extras._weighted_lloyd import weighted_lloyd
 from compress_extras.icquant import Lloyd
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def data(seed, rows, m):
     g = torch.Generator().manual_seed(seed)
     values = torch.randn(rows, m, generator=g) ** 3  # skewed and heavy-tailed
