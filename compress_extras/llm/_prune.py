@@ -29,7 +29,7 @@ output from calibration activations (token ids, e.g. windows of *Emma*), with ta
 broke; ``"output"``: ``down_proj``'s dense output alone. Position 0 of each window (the attention
 sink) stays in the statistics: its neurons must not be pruned.
 
-**Steps** (docs/mathematics.md §6):
+**Steps** (docs/mathematics.md §6 and §7):
 
 1. *Curves* (:func:`compress_extras.llm._prune_curves.llm_curves`, one pass of the dense
    model): per layer the greedy elimination's objective at every width offered, as a cost
@@ -56,12 +56,11 @@ neurons of the full ridge fit, ``time_limit`` seconds per layer).
 step, a proven lower bound and the gap; the knapsack's gap and the budget measured. The bound on
 these wide layers (1536 neurons) is the ridge value of all neurons together, a bound on every
 support (the perspective relaxation does not beat it in the time a layer could get: the ridge is
-tiny, experiments/bench_layer_scale.py). On SmolLM2 at 20% removed (64 windows of *Emma*) the
-layer gaps are 22% (median) and 83% (max), the knapsack is solved to optimality (gap 3e-14), and
-the whole pruning takes 6.6 minutes on one thread (curves 4.4, sequential pass 2.2).
+tiny, experiments/bench_layer_scale.py). Gaps, perplexities and wall times on SmolLM2:
+``experiments/llm_prune.py`` and its results.
 
-**Cost** per layer of d neurons: the greedy pass ``O(d^3)`` (about 6 s single-threaded at
-d = 1536; the sequential step stops it at the allocated width, :func:`greedy_support`), the
+**Cost** per layer of d neurons: the greedy pass ``O(d^3)`` (the sequential step stops it at the
+allocated width, ``mip._local_search.greedy_backward(stop=k)``), the
 statistics ``O(N d^2)`` for N calibration tokens, and two ``d x d`` float64 matrices of memory.
 """
 
