@@ -15,6 +15,9 @@ Public API:
     ColumnQuantizer                 how one column is rounded; adapters AsymmetricColumns,
                                     UniformColumns, LloydColumns, ShiftColumns, ICQuantColumns
     weighted_lloyd                  sensitivity-weighted (Fisher-diagonal) Lloyd codebooks
+    Compensation                    GPTQ settings; allocate_bits(..., compensate=Compensation())
+                                    measures and applies every option after compensation
+    register_adapter                let another option type be compensated
   ICQuant, index-coded outlier-aware low-bit weights (compress_extras.icquant):
     ICQuantizer, ICQuantized        code a weight (bits, outlier ratio, "rtn" | "lloyd"); the
                                     coded tensor: dequantize, bits counted from its bytes
@@ -34,6 +37,7 @@ Public API:
 
 from compress_extras._allocation import AllocationPlan, AverageBits, TotalBits, allocate_bits
 from compress_extras._asymmetric import AsymmetricRTN
+from compress_extras._compensation import Compensation, register_adapter
 from compress_extras._gptq import (
     AsymmetricColumns,
     ColumnQuantizer,
@@ -62,6 +66,7 @@ __all__ = [
     "AsymmetricColumns",
     "AsymmetricRTN",
     "ColumnQuantizer",
+    "Compensation",
     "ICQuantColumns",
     "LloydColumns",
     "ShiftColumns",
@@ -88,6 +93,7 @@ __all__ = [
     "gptq_quantize",
     "hessian_from_statistics",
     "icquant_model",
+    "register_adapter",
     "to_denseshift",
     "weighted_lloyd",
 ]

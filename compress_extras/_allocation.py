@@ -28,11 +28,13 @@ raises ValueError naming that minimum.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -43,6 +45,9 @@ from tqdm.auto import tqdm
 
 from compress_extras._options import QuantizerOption
 from spr._input_statistics import InputStatistics
+
+if TYPE_CHECKING:
+    from compress_extras._compensation import Compensation
 
 __all__ = ["AllocationPlan", "AverageBits", "TotalBits", "allocate_bits"]
 
@@ -89,6 +94,9 @@ class AllocationPlan:
         size: (L, K) bits of every (layer, option).
         solver: ``{"objective", "bound", "gap", "status", "seconds", "method"}``.
         option_objects: (K,) every option offered; ties: tied layers, as index tuples.
+        compensation: the GPTQ settings when the costs were measured after error compensation
+            (``allocate_bits(..., compensate=Compensation())``), else None; hessians: (L,) the
+            layers' input Gram matrices (d, d) float32 it compensates with (``apply`` again).
 
     ``with_budget(budget)`` re-solves the knapsack on the measured ``cost`` and ``size`` for
     another budget (no re-measurement), e.g. to trace distortion against bits.
@@ -114,6 +122,8 @@ class AllocationPlan:
     solver: dict = field(default_factory=dict)
     option_objects: tuple[QuantizerOption, ...] = ()
     ties: tuple[tuple[int, ...], ...] = ()
+    compensation: Compensation | None = None
+    hessians: tuple[Tensor, ...] = field(default=(), repr=False)
 
     def distortion_of(self, choice: Sequence[int] | Sequence[str]) -> float:
         """Predicted distortion of another allocation (option indices or names per layer), e.g.
@@ -135,19 +145,27 @@ class AllocationPlan:
             raise ValueError("this plan does not carry its options; build it with allocate_bits")
         return _solve(self.layers, self.option_objects, np.asarray(self.cost),
                       np.asarray(self.size), list(self.layer_weights), self.ties, budget,
-                      self.sensitivity, time_limit, mip_gap)
+                      self.sensitivity, time_limit, mip_gap, self.compensation, self.hessians)
 
     @torch.no_grad()
     def apply(self, model: nn.Module) -> nn.Module:
-        """Replace each planned layer's weight by its option's dequantized weight, in place."""
-        for name, quantizer in zip(self.layers, self.quantizers, strict=True):
+        """Replace each planned layer's weight by its option's dequantized weight, in place
+        (with :attr:`compensation`, the compensated one the costs were measured on)."""
+        for i, (name, quantizer) in enumerate(zip(self.layers, self.quantizers, strict=True)):
             weight = model.get_submodule(name).weight
-            W_hat = quantizer.quantize(weight)
+            W_hat = self._quantized(i, quantizer, weight)
             if W_hat.shape != weight.shape:
                 raise ValueError(f"{quantizer.name} returned shape {tuple(W_hat.shape)} for "
                                  f"{name}'s weight {tuple(weight.shape)}")
             weight.copy_(W_hat)
         return model
+
+    def _quantized(self, i: int, option: QuantizerOption, W: Tensor) -> Tensor:
+        if self.compensation is None:
+            return option.quantize(W)
+        from compress_extras._compensation import compensated_weight
+
+        return compensated_weight(option, W, self.hessians[i], self.compensation)
 
     def to_dict(self) -> dict:
         return {
@@ -163,6 +181,8 @@ class AllocationPlan:
             "sensitivity": self.sensitivity, "option_names": list(self.option_names),
             "cost": [[_json_float(v) for v in row] for row in self.cost],
             "size": self.size.tolist(), "solver": dict(self.solver),
+            "compensation": None if self.compensation is None else dataclasses.asdict(
+                self.compensation),
         }
 
     def to_json(self, path=None, indent: int = 2) -> str:
@@ -382,6 +402,7 @@ def allocate_bits(
     seed: int = 0,
     time_limit: float = 60.0,
     mip_gap: float = 1e-6,
+    compensate: Compensation | None = None,
     progress: bool = True,
 ) -> AllocationPlan:
     """Choose one option per layer minimising the predicted distortion within ``budget``.
@@ -403,6 +424,10 @@ def allocate_bits(
         fisher_samples: calibration samples whose gradients form the Fisher diagonal.
         seed: seed of the Hutchinson probes.
         time_limit, mip_gap: passed to :func:`mip.solve_knapsack`.
+        compensate: measure (and ``plan.apply``) every option after GPTQ error compensation
+            with these settings (:mod:`compress_extras._compensation`: the option's grid and
+            storage, its weights rounded column by column on the layer's input Gram matrix);
+            needs ``sensitivity="output"``. None: every option rounds on its own.
         progress: show tqdm bars over calibration and the (layer, option) distortions.
 
     Returns:
@@ -423,6 +448,14 @@ def allocate_bits(
     """
     if sensitivity not in SENSITIVITIES:
         raise ValueError(f"sensitivity must be one of {SENSITIVITIES}; got {sensitivity!r}")
+    if compensate is not None:
+        from compress_extras._compensation import Compensation, as_hessian, compensated_weight
+
+        if not isinstance(compensate, Compensation):
+            raise TypeError(f"compensate must be a Compensation(...) or None; got {compensate!r}")
+        if sensitivity != "output":
+            raise ValueError(f'compensate needs sensitivity="output" (the layers\' input Gram '
+                             f"matrices); got sensitivity={sensitivity!r}")
     if not isinstance(budget, AverageBits | TotalBits):
         raise TypeError(f"budget must be AverageBits(bits per weight) or TotalBits(bits); got "
                         f"{budget!r}")
@@ -482,6 +515,8 @@ def allocate_bits(
         weights = [m.weight.detach() for m in modules]
         scale = _sensitivity(model, layer_names, modules, batches, sensitivity, loss, probes,
                              fisher_samples, seed, progress)
+        hessians = () if compensate is None else tuple(
+            as_hessian(gram, name) for gram, name in zip(scale, layer_names, strict=True))
         L, K = len(modules), len(options)
         cost = np.empty((L, K))
         size = np.empty((L, K))
@@ -490,7 +525,8 @@ def allocate_bits(
         with torch.no_grad():
             for i, (module, W) in enumerate(zip(modules, weights, strict=True)):
                 for k, option in enumerate(options):
-                    W_hat = option.quantize(W)
+                    W_hat = option.quantize(W) if compensate is None else compensated_weight(
+                        option, W, hessians[i], compensate)
                     size[i, k] = float(option.bits(W))
                     if sensitivity == "output":
                         cost[i, k] = output_distortion(module, scale[i], W_hat)
@@ -510,11 +546,11 @@ def allocate_bits(
     n_weights = [int(W.numel()) for W in weights]
     masked = np.where(available, cost, np.inf)
     return _solve(layer_names, options, masked, size, n_weights, tuple(tie_sets), budget,
-                  sensitivity, time_limit, mip_gap)
+                  sensitivity, time_limit, mip_gap, compensate, hessians)
 
 
 def _solve(layer_names, options, cost, size, n_weights, ties, budget, sensitivity, time_limit,
-           mip_gap) -> AllocationPlan:
+           mip_gap, compensation=None, hessians=()) -> AllocationPlan:
     """The knapsack over measured ``cost`` (inf: not allowed) and ``size``, as a plan."""
     import mip
 
@@ -546,7 +582,8 @@ def _solve(layer_names, options, cost, size, n_weights, ties, budget, sensitivit
         option_names=names, cost=cost, size=size,
         solver={"objective": result.objective, "bound": result.bound, "gap": result.gap,
                 "status": result.status, "seconds": result.seconds, "method": result.method},
-        option_objects=tuple(options), ties=ties,
+        option_objects=tuple(options), ties=ties, compensation=compensation,
+        hessians=hessians,
     )
 
 
