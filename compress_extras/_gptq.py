@@ -63,7 +63,7 @@ from torch import Tensor, nn
 from compress_extras._asymmetric import AsymmetricRTN, asymmetric_grid, quantize_to_grid
 from compress_extras._options import UniformQuant
 from compress_extras.icquant._quantizer import ICQuantizer
-from compress_extras.icquant._scalar import QUANTIZERS, Lloyd
+from compress_extras.icquant._scalar import Lloyd
 from compress_extras.shift._levels import dequantize, fit_scale, project_codes
 from compress_extras.shift._option import ShiftQuant
 from spr._input_statistics import InputStatistics
@@ -383,17 +383,9 @@ class ICQuantColumns:
                              f"not divide the {d} columns")
         coded = self.settings.quantize(weights)
         mask = torch.from_numpy(coded.outlier_mask()).reshape(out, d).to(weights.device)
-        inlier_q, outlier_q = QUANTIZERS[self.settings.quantizer]
-        b, k = self.settings.bits, coded.outliers
-        every_code = torch.arange(2**b).expand(coded.n_blocks, -1)
-
-        def levels(quantizer, metadata) -> Tensor:
-            values = quantizer.decode(every_code, torch.from_numpy(metadata), b)
-            values = (values.double() * 2.0**coded.metadata_exponent).float()  # exact
-            return values.sort(dim=1).values.reshape(out, d // n, -1).to(weights.device)
-
-        inliers = levels(inlier_q, coded.inlier_metadata) if k < n else None
-        outliers = levels(outlier_q, coded.outlier_metadata) if k > 0 else None
+        inliers, outliers = (None if table is None else
+                             table.sort(dim=1).values.reshape(out, d // n, -1).to(weights.device)
+                             for table in coded.levels())
         return mask, inliers, outliers
 
     def quantize(self, index: int, column: Tensor,

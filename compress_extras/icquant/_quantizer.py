@@ -31,6 +31,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -270,6 +271,45 @@ class ICQuantized:
             mask[rows] = decode_gap_codes(codes, B, np.full(int(rows.sum()), self.outliers),
                                           self.block_length)
         return mask
+
+    def levels(self) -> tuple[Tensor | None, Tensor | None]:
+        """Every code's value per block, ``(inliers, outliers)``, each (blocks, 2^b) float32
+        indexed by code (scaled back by ``2^e``: what :meth:`dequantize` gives that code); None
+        for an empty group."""
+        every_code = torch.arange(2**self.bits).expand(self.n_blocks, -1)
+        tables = []
+        for q, meta, members in zip(QUANTIZERS[self.quantizer],
+                                    (self.inlier_metadata, self.outlier_metadata),
+                                    (self.block_length - self.outliers, self.outliers),
+                                    strict=True):
+            if members == 0:
+                tables.append(None)
+                continue
+            values = q.decode(every_code, torch.from_numpy(meta), self.bits)
+            tables.append(_scale_pow2(values, self.metadata_exponent))
+        return tables[0], tables[1]
+
+    def recode(self, W_hat: Tensor) -> ICQuantized:
+        """The same coding (mask, index streams, metadata) with new codes: each weight of
+        ``W_hat`` (``shape``) takes the code of the nearest value of its group's grid (inlier
+        or outlier, by the mask). When ``W_hat`` lies on those grids -- as the output of GPTQ
+        with :class:`compress_extras.ICQuantColumns` does -- ``recode(W_hat).dequantize()``
+        equals it exactly, at :attr:`stored_bytes` unchanged."""
+        if tuple(W_hat.shape) != self.shape:
+            raise ValueError(f"W_hat must have the coded shape {self.shape}; got "
+                             f"{tuple(W_hat.shape)}")
+        values = W_hat.detach().float().cpu().reshape(self.n_blocks, -1)
+        mask = torch.from_numpy(self.outlier_mask())
+        codes = torch.empty(values.shape, dtype=torch.int64)
+        for table, where in zip(self.levels(), (~mask, mask), strict=True):
+            if table is None:
+                continue
+            for start in range(0, self.n_blocks, 256):  # (rows, n, 2^b) distances, in chunks
+                part = slice(start, start + 256)
+                distance = (values[part, :, None] - table[part, None, :]).abs()
+                nearest = distance.argmin(dim=2)
+                codes[part] = torch.where(where[part], nearest, codes[part])
+        return dataclasses.replace(self, codes=pack_bits(codes.numpy(), self.bits))
 
     def dequantize(self, device: torch.device | str | None = None,
                    dtype: torch.dtype | None = None) -> Tensor:

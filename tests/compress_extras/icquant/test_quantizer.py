@@ -261,3 +261,28 @@ def test_version_1_streams_still_read_and_unknown_versions_are_refused():
     future = bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
     with pytest.raises(CorruptStreamError, match="version 99"):
         ICQuantized.from_bytes(future)
+
+
+@pytest.mark.parametrize("quantizer", ["rtn", "lloyd"])
+@pytest.mark.parametrize("group_size", [None, 32])
+def test_compensated_weights_code_to_bytes_exactly_at_the_same_size(quantizer, group_size):
+    # GPTQ (ICQuantColumns: mask and grids fixed) moves weights between levels; recode() stores
+    # the result in the same stream layout, and the bytes decode to it bit for bit
+    from compress_extras import Compensation, ICQuantOption
+    from compress_extras._compensation import compensated_weight
+
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(512, 64, generator=g) @ torch.randn(64, 64, generator=g)
+    W = torch.randn(16, 64, generator=g) * torch.linspace(0.2, 3.0, 64)
+    option = ICQuantOption(3, 0.05, quantizer, group_size)
+    W_hat = compensated_weight(option, W, X.T @ X, Compensation())
+    plain = option.code(W)
+    assert not torch.equal(W_hat, plain.dequantize())  # compensation did move weights
+    coded = plain.recode(W_hat)
+    again = ICQuantized.from_bytes(coded.to_bytes())
+    assert torch.equal(again.dequantize(), W_hat)
+    assert coded.stored_bytes == plain.stored_bytes
+    assert coded.bits_per_weight == option.bits(W) / W.numel()
+    np.testing.assert_array_equal(again.outlier_mask(), plain.outlier_mask())
+    with pytest.raises(ValueError, match="shape"):
+        plain.recode(W_hat[:, :32])
