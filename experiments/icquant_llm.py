@@ -6,16 +6,27 @@ each method, the model is scored on the same fixed windows of *Persuasion* (toke
 not calibrated on), and the weights are restored. Methods:
 
 - as shipped (the GGUF Q4_1 weights, 4 bits + a float16 scale and minimum per 32 = 5 bpw);
-- plain min-max RTN and Lloyd (k-means) at 2, 3 and 4 bits, per output channel and per group
-  of 128 consecutive weights;
-- ICQuant (5% outliers per row, index-coded) with RTN and with Lloyd at 2 and 3 bits;
+- round-to-nearest on the textbook grid (:class:`compress_extras.AsymmetricRTN`: min-max with an
+  integer zero point, so 0 is a level; groups of 128 or 64 weights *inside* each row) and Lloyd
+  (k-means) codebooks, at 2, 3 and 4 bits, per output channel and per group;
+- the same grids with GPTQ error compensation (:func:`compress_extras.gptq_quantize`, activation
+  order, dampening 0.01), the Hessian of every layer from one pass of the dense model over the
+  calibration windows of *Emma* (the statistics the layer MIP and ``allocate_bits`` use; not
+  re-measured on the partly quantized model, as the GPTQ paper does);
+- ICQuant (5% outliers per row, index-coded) with RTN and with Lloyd at 2 and 3 bits, without and
+  with compensation (mask and grids fixed from W; the compensated weights stored through
+  :meth:`ICQuantized.recode`, so their bits are counted from the same bytes);
 - ICQuant with a bit-allocation plan: every layer picks (b in {2,3,4}) x (gamma in {0, 5%}) under
-  an average of 2.3 and 3.3 bits per weight, distortion measured as the output error on
-  calibration windows of *Emma* (:func:`compress_extras.icquant.icquant_model`).
+  an average of 2.3 and 3.3 bits per weight, distortion measured as the output error on the
+  calibration windows (:func:`compress_extras.icquant.icquant_model`), without and with
+  compensation (``compensate=Compensation(act_order=True)``: the knapsack chooses among
+  compensated options).
 
-Bits per weight are counted from the encoded bytes of every layer (codes, index streams,
-metadata, headers), over the quantized layers' weights. MiniLM: the relative weight error
-``||W_hat - W||^2 / ||W - mean||^2`` of every Linear for the same quantizers.
+Bits per weight are counted from the encoded bytes of every ICQuant layer (codes, index streams,
+metadata, headers) and, for the RTN grid, from its stored arrays (b-bit codes, a float16 scale and
+a b-bit zero point per row or group), over the quantized layers' weights. MiniLM: the relative
+weight error ``||W_hat - W||^2 / ||W - mean||^2`` of every Linear for the same quantizers (no
+compensation: it aims at the output error, not the weight error).
 
     python experiments/icquant_llm.py [--windows 24] [--window 256] [--threads 2] [--toy]
 
@@ -34,7 +45,8 @@ import torch
 from _common import RESULTS, save_figure, write_json
 from tqdm import tqdm
 
-from compress_extras import AverageBits
+from compress_extras import AsymmetricRTN, AverageBits, Compensation
+from compress_extras._compensation import compensated_weight
 from compress_extras.icquant import ICQuantOption, icquant_model
 from compress_extras.llm import (
     austen_novels,
@@ -44,42 +56,88 @@ from compress_extras.llm import (
     load_smollm2,
     perplexity,
 )
+from spr._input_statistics import InputStatistics
 
 Q4_1_BITS = 4 + 2 * 16 / 32  # GGUF Q4_1: 4-bit codes, a float16 scale and minimum per 32
+
+
+GPTQ = Compensation(act_order=True)
 
 
 def plain(b: int, quantizer: str, group: int | None = None) -> ICQuantOption:
     return ICQuantOption(b, 0.0, quantizer, group)
 
 
-def methods(toy: bool) -> list[tuple[str, str, ICQuantOption | None, float | None]]:
-    """(label, family, uniform option or None, allocation budget or None)."""
-    rows: list[tuple[str, str, ICQuantOption | None, float | None]] = []
-    for q in ("rtn",) if toy else ("rtn", "lloyd"):
-        for b in (2, 3) if toy else (2, 3, 4):
-            rows.append((f"{q.upper()} {b}-bit per channel", f"{q} per channel", plain(b, q),
-                         None))
-            if not toy:
-                rows.append((f"{q.upper()} {b}-bit per group 128", f"{q} g128",
-                             plain(b, q, 128), None))
-    for q in ("rtn", "lloyd"):
-        for b, ratio in ((2, 0.05),) if toy else ((2, 0.05), (3, 0.05), (2, 0.1)):
-            rows.append((f"ICQuant-{q.upper()} {b}-bit + {100 * ratio:g}% outliers",
-                         f"icquant {q}", ICQuantOption(b, ratio, q), None))
-    for budget in (2.3, 3.3):
-        rows.append((f"ICQuant plan, {budget} bits average", "icquant plan", None, budget))
+def rtn(b: int, group: int | None = None) -> AsymmetricRTN:
+    return AsymmetricRTN(b) if group is None else AsymmetricRTN(b, "group", group)
+
+
+Option = AsymmetricRTN | ICQuantOption
+
+
+def methods(toy: bool) -> list[tuple[str, str, Option | None, float | None, bool]]:
+    """(label, family, uniform option or None, allocation budget or None, compensated)."""
+    rows: list[tuple[str, str, Option | None, float | None, bool]] = []
+    for b in (2, 3) if toy else (2, 3, 4):
+        rows.append((f"RTN {b}-bit per channel", "rtn per channel", rtn(b), None, False))
+        if not toy:
+            rows.append((f"RTN {b}-bit per group 128", "rtn g128", rtn(b, 128), None, False))
+            rows.append((f"Lloyd {b}-bit per channel", "lloyd per channel", plain(b, "lloyd"),
+                         None, False))
+            rows.append((f"Lloyd {b}-bit per group 64", "lloyd g64", plain(b, "lloyd", 64),
+                         None, False))
+    gptq = [(3, None)] if toy else [(2, 64), (3, None), (3, 128), (3, 64), (4, None), (4, 128)]
+    for b, group in gptq:
+        where = "per channel" if group is None else f"per group {group}"
+        rows.append((f"GPTQ RTN {b}-bit {where}", "gptq rtn", rtn(b, group), None, True))
+    icquant = ((2, 0.05, "rtn"),) if toy else ((2, 0.05, "rtn"), (3, 0.05, "rtn"),
+                                               (2, 0.05, "lloyd"), (3, 0.05, "lloyd"),
+                                               (2, 0.1, "lloyd"))
+    for b, ratio, q in icquant:
+        label = f"ICQuant-{q.upper()} {b}-bit + {100 * ratio:g}% outliers"
+        option = ICQuantOption(b, ratio, q)
+        rows.append((label, f"icquant {q}", option, None, False))
+        if q == "lloyd" or toy:
+            rows.append((f"GPTQ {label}", f"gptq icquant {q}", option, None, True))
+    for compensated in (False, True):
+        for budget in (2.3, 3.3):
+            rows.append((f"{'GPTQ ' if compensated else ''}ICQuant plan, {budget} bits average",
+                         "gptq icquant plan" if compensated else "icquant plan", None, budget,
+                         compensated))
     return rows
 
 
 @torch.no_grad()
-def apply_uniform(model, names, option) -> tuple[float, int]:
-    """Write ``option``'s reconstruction into every layer; (total bits, total weights)."""
+def hessians_of(model, names, calibration) -> dict:
+    """Per layer, H = X^T X / N (float32) of its inputs over the calibration windows."""
+    stats = {n: InputStatistics(model.get_submodule(n), chunk_size=None) for n in names}
+    handles = [model.get_submodule(n).register_forward_pre_hook(
+        lambda m, a, s=stats[n]: s.update(a[0]) and None) for n in names]
+    try:
+        for batch in tqdm(calibration.split(4), desc="calibration statistics", leave=False):
+            model(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {n: (s.gram[0] / s.count).float() for n, s in stats.items()}
+
+
+@torch.no_grad()
+def apply_uniform(model, names, option, hessians=None) -> tuple[float, int]:
+    """Write ``option``'s reconstruction (GPTQ-compensated with ``hessians``) into every layer;
+    (total bits, total weights)."""
     bits, weights = 0.0, 0
     for name in tqdm(names, desc=option.name, leave=False):
         W = model.get_submodule(name).weight
-        coded = option.code(W)
-        W.copy_(coded.dequantize(dtype=W.dtype))
-        bits += 8.0 * coded.stored_bytes
+        W_hat = None if hessians is None else compensated_weight(option, W, hessians[name], GPTQ)
+        if isinstance(option, ICQuantOption):
+            coded = option.code(W) if W_hat is None else option.code(W).recode(W_hat)
+            W_hat = coded.dequantize(dtype=W.dtype)
+            bits += 8.0 * coded.stored_bytes
+        else:
+            W_hat = option.quantize(W) if W_hat is None else W_hat
+            bits += option.bits(W)
+        W.copy_(W_hat)
         weights += W.numel()
     return bits, weights
 
@@ -105,31 +163,38 @@ def smollm2_rows(args) -> tuple[list[dict], dict]:
         for n in names:
             model.get_submodule(n).weight.data.copy_(originals[n])
 
-    rows, plan = [], None
+    rows, plans, hessians = [], {}, None
     start = time.perf_counter()
     ppl = perplexity(model, windows)
     rows.append({"method": "as shipped (Q4_1)", "family": "shipped", "bits_per_weight": Q4_1_BITS,
                  "perplexity": ppl, "seconds": time.perf_counter() - start})
     print(f"{'as shipped (Q4_1)':44s} {Q4_1_BITS:6.3f} bpw  perplexity {ppl:8.3f}", flush=True)
-    for label, family, option, budget in methods(args.toy):
+    for label, family, option, budget, compensated in methods(args.toy):
         start = time.perf_counter()
-        row = {"method": label, "family": family}
+        row = {"method": label, "family": family, "compensated": compensated}
+        if compensated and hessians is None:
+            hessians = hessians_of(model, names, calibration)
+            row["statistics_seconds"] = time.perf_counter() - start
         if option is not None:
-            bits, weights = apply_uniform(model, names, option)
+            bits, weights = apply_uniform(model, names, option, hessians if compensated else None)
             row.update(option=option.name, bits_per_weight=bits / weights)
         else:  # the options are measured once; the second budget re-solves the knapsack
+            plan = plans.get(compensated)
             if plan is None:
                 plan = icquant_model(model, budget, bits=(2, 3, 4), outlier_ratios=(0.0, 0.05),
                                      quantizer=args.plan_quantizer, layers=names,
-                                     calibration=calibration, sensitivity="output")
+                                     calibration=calibration, sensitivity="output",
+                                     compensate=GPTQ if compensated else None)
             else:
                 plan = plan.with_budget(AverageBits(budget))
                 plan.apply(model)
+            plans[compensated] = plan
             chosen = {}
             for o in plan.options:
                 chosen[o] = chosen.get(o, 0) + 1
             row.update(budget=budget, bits_per_weight=plan.average_bits, options=chosen,
                        solver={k: plan.solver.get(k) for k in ("status", "gap", "seconds")})
+        row["quantize_seconds"] = time.perf_counter() - start
         row["perplexity"] = perplexity(model, windows)
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
@@ -143,20 +208,24 @@ def smollm2_rows(args) -> tuple[list[dict], dict]:
 def minilm_rows(args) -> list[dict]:
     model, _ = load_minilm()
     names = linear_layers(model)
-    options = [plain(2, "rtn"), plain(3, "rtn"), plain(4, "rtn"), plain(2, "lloyd"),
-               plain(3, "lloyd"), ICQuantOption(2, 0.05, "rtn"), ICQuantOption(3, 0.05, "rtn"),
+    options = [rtn(2), rtn(3), rtn(4), plain(2, "lloyd"), plain(3, "lloyd"),
+               ICQuantOption(2, 0.05, "rtn"), ICQuantOption(3, 0.05, "rtn"),
                ICQuantOption(2, 0.05, "lloyd")]
     rows = []
     for name in tqdm(names, desc="MiniLM layers", leave=False):
         W = model.get_submodule(name).weight.detach()
         energy = float(((W - W.mean(dim=1, keepdim=True)) ** 2).sum())
         for option in options:
-            coded = option.code(W)
-            error = float(((coded.dequantize() - W) ** 2).sum())
+            if isinstance(option, ICQuantOption):
+                coded = option.code(W)
+                W_hat, bits = coded.dequantize(), coded.bits_per_weight
+                index_bits = coded.index_bits_per_weight
+            else:
+                W_hat, bits, index_bits = option.quantize(W), option.bits(W) / W.numel(), 0.0
+            error = float(((W_hat - W) ** 2).sum())
             rows.append({"layer": name, "shape": list(W.shape), "option": option.name,
-                         "relative_mse": error / energy,
-                         "bits_per_weight": coded.bits_per_weight,
-                         "index_bits_per_weight": coded.index_bits_per_weight})
+                         "relative_mse": error / energy, "bits_per_weight": bits,
+                         "index_bits_per_weight": index_bits})
     return rows
 
 
@@ -176,8 +245,9 @@ def minilm_summary(rows: list[dict]) -> list[dict]:
 def plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     markers = {"rtn per channel": "o", "rtn g128": "s", "lloyd per channel": "^",
-               "lloyd g128": "v", "icquant rtn": "D", "icquant lloyd": "P",
-               "icquant plan": "*", "shipped": "X"}
+               "lloyd g64": "v", "icquant rtn": "D", "icquant lloyd": "P",
+               "icquant plan": "*", "gptq rtn": "s", "gptq icquant lloyd": "P",
+               "gptq icquant rtn": "D", "gptq icquant plan": "*", "shipped": "X"}
     for family, marker in markers.items():
         pts = sorted((r["bits_per_weight"], r["perplexity"]) for r in rows
                      if r["family"] == family)
@@ -199,7 +269,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--windows", type=int, default=24)
     parser.add_argument("--window", type=int, default=256)
-    parser.add_argument("--calibration-windows", type=int, default=8)
+    parser.add_argument("--calibration-windows", type=int, default=128)
     parser.add_argument("--held-out", default="persuasion")
     parser.add_argument("--calibration", default="emma")
     parser.add_argument("--plan-quantizer", default="lloyd", choices=("rtn", "lloyd"))

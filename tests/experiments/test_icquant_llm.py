@@ -30,7 +30,14 @@ def test_icquant_llm_toy(tmp_path):
     icq = rows["ICQuant-RTN 2-bit + 5% outliers"]
     assert 2.0 < icq["bits_per_weight"] < 2.6
     for budget in (2.3, 3.3):
-        plan = rows[f"ICQuant plan, {budget} bits average"]
-        assert plan["bits_per_weight"] <= budget and plan["solver"]["status"] == "optimal"
-        assert sum(plan["options"].values()) == 7
+        for prefix in ("", "GPTQ "):
+            plan = rows[f"{prefix}ICQuant plan, {budget} bits average"]
+            assert plan["bits_per_weight"] <= budget and plan["solver"]["status"] == "optimal"
+            assert sum(plan["options"].values()) == 7
+    # compensation keeps the grid and its bits, and lowers the perplexity at 3 bits
+    plain, gptq = rows["RTN 3-bit per channel"], rows["GPTQ RTN 3-bit per channel"]
+    assert gptq["bits_per_weight"] == plain["bits_per_weight"]
+    assert gptq["perplexity"] < plain["perplexity"] and gptq["compensated"]
+    assert rows["GPTQ ICQuant-RTN 2-bit + 5% outliers"]["bits_per_weight"] == icq[
+        "bits_per_weight"]
     assert "| method | bits/weight | perplexity |" in done.stdout
