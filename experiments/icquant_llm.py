@@ -36,6 +36,7 @@ Writes ``experiments/results/icquant_llm.json`` and ``icquant_llm.png``; prints 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import time
 from pathlib import Path
@@ -64,6 +65,36 @@ Q4_1_BITS = 4 + 2 * 16 / 32  # GGUF Q4_1: 4-bit codes, a float16 scale and minim
 GPTQ = Compensation(act_order=True)
 
 
+class HQQOption:
+    """HQQ (Badri & Shaji 2023; the ``hqq`` package, calibration-free half-quadratic fitting of a
+    scale and zero point per group of ``group_size`` weights inside rows) as an anchor: ``bits``
+    counts the b-bit codes plus a float16 scale and zero point per group."""
+
+    def __init__(self, nbits: int, group_size: int) -> None:
+        self.nbits, self.group_size = nbits, group_size
+        self.name = f"hqq{nbits}-g{group_size}"
+
+    def quantize(self, W: torch.Tensor) -> torch.Tensor:
+        from hqq.core.quantize import BaseQuantizeConfig, HQQLinear
+
+        layer = torch.nn.Linear(W.shape[1], W.shape[0], bias=False)
+        layer.weight.data.copy_(W.detach().float())
+        config = BaseQuantizeConfig(nbits=self.nbits, group_size=self.group_size)
+        quantized = HQQLinear(layer, config, compute_dtype=torch.float32, device="cpu")
+        return quantized.dequantize().reshape(W.shape).to(W.dtype)
+
+    def bits(self, W: torch.Tensor) -> float:
+        return float(W.numel() * (self.nbits + 2 * 16 / self.group_size))
+
+
+def hqq_available() -> bool:
+    try:
+        import hqq.core.quantize  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def plain(b: int, quantizer: str, group: int | None = None) -> ICQuantOption:
     return ICQuantOption(b, 0.0, quantizer, group)
 
@@ -72,7 +103,7 @@ def rtn(b: int, group: int | None = None) -> AsymmetricRTN:
     return AsymmetricRTN(b) if group is None else AsymmetricRTN(b, "group", group)
 
 
-Option = AsymmetricRTN | ICQuantOption
+Option = AsymmetricRTN | ICQuantOption | HQQOption
 
 
 def methods(toy: bool) -> list[tuple[str, str, Option | None, float | None, bool]]:
@@ -99,6 +130,10 @@ def methods(toy: bool) -> list[tuple[str, str, Option | None, float | None, bool
         rows.append((label, f"icquant {q}", option, None, False))
         if q == "lloyd" or toy:
             rows.append((f"GPTQ {label}", f"gptq icquant {q}", option, None, True))
+    if not toy and hqq_available():
+        for b, group in ((4, 64), (4, 128), (3, 64), (3, 128)):
+            rows.append((f"HQQ {b}-bit per group {group}", "hqq", HQQOption(b, group), None,
+                         False))
     for compensated in (False, True):
         for budget in (2.3, 3.3):
             rows.append((f"{'GPTQ ' if compensated else ''}ICQuant plan, {budget} bits average",
@@ -170,6 +205,8 @@ def smollm2_rows(args) -> tuple[list[dict], dict]:
                  "perplexity": ppl, "seconds": time.perf_counter() - start})
     print(f"{'as shipped (Q4_1)':44s} {Q4_1_BITS:6.3f} bpw  perplexity {ppl:8.3f}", flush=True)
     for label, family, option, budget, compensated in methods(args.toy):
+        if args.families and family not in args.families:
+            continue
         start = time.perf_counter()
         row = {"method": label, "family": family, "compensated": compensated}
         if compensated and hessians is None:
@@ -244,7 +281,7 @@ def minilm_summary(rows: list[dict]) -> list[dict]:
 
 def plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    markers = {"rtn per channel": "o", "rtn g128": "s", "lloyd per channel": "^",
+    markers = {"hqq": "h", "rtn per channel": "o", "rtn g128": "s", "lloyd per channel": "^",
                "lloyd g64": "v", "icquant rtn": "D", "icquant lloyd": "P",
                "icquant plan": "*", "gptq rtn": "s", "gptq icquant lloyd": "P",
                "gptq icquant rtn": "D", "gptq icquant plan": "*", "shipped": "X"}
@@ -280,6 +317,11 @@ def main() -> None:
                         help="2 windows of 32 tokens, the first 7 layers, fewer methods, no "
                         "MiniLM: a smoke run")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--families", nargs="+", default=None,
+                        help="run only these method families (e.g. hqq)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other families' rows of the existing JSON (with "
+                        "--families): add one family to a finished run")
     args = parser.parse_args()
     if args.toy:
         args.windows, args.window, args.calibration_windows, args.max_layers = 2, 32, 1, 7
@@ -287,9 +329,14 @@ def main() -> None:
     torch.manual_seed(0)
 
     rows, setup = smollm2_rows(args)
-    minilm = [] if args.toy else minilm_rows(args)
-    summary = minilm_summary(minilm)
     name = "icquant_llm_toy" if args.toy else "icquant_llm"
+    minilm = [] if args.toy or args.families else minilm_rows(args)
+    if args.merge and (args.out / f"{name}.json").exists():
+        old = json.loads((args.out / f"{name}.json").read_text())
+        ran = {r["family"] for r in rows}
+        rows = [r for r in old["smollm2"] if r["family"] not in ran | {"shipped"}] + rows
+        minilm = minilm or old["minilm"]
+    summary = minilm_summary(minilm)
     write_json(args.out / f"{name}.json", {
         "setup": {**setup, "device": "cpu", "threads": args.threads, "torch": torch.__version__,
                   "machine": platform.processor() or platform.machine(), "toy": args.toy,
