@@ -333,8 +333,9 @@ def main() -> None:
     minilm = [] if args.toy or args.families else minilm_rows(args)
     if args.merge and (args.out / f"{name}.json").exists():
         old = json.loads((args.out / f"{name}.json").read_text())
-        ran = {r["family"] for r in rows}
-        rows = [r for r in old["smollm2"] if r["family"] not in ran | {"shipped"}] + rows
+        ran = {r["family"] for r in rows}  # this run's (with the shipped row, rows[0])
+        kept = [r for r in old["smollm2"] if r["family"] not in ran]
+        rows = rows[:1] + kept + rows[1:]  # the shipped row first
         minilm = minilm or old["minilm"]
     summary = minilm_summary(minilm)
     write_json(args.out / f"{name}.json", {
