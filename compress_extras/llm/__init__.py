@@ -3,6 +3,7 @@
 Public API:
     load_smollm2          SmolLM2-135M-Instruct (GGUF Q4_1 -> float) and its tokenizer
     load_minilm           all-MiniLM-L6-v2 (float32 BERT encoder) and its tokenizer
+    tiny_llama            a tiny random Llama-style model for smoke runs (no data needed)
     linear_layers         a model's nn.Linear names, tied heads left out
     austen_novels         Jane Austen's six novels as text (R package janeaustenr's data)
     AUSTEN_NOVELS         their names
@@ -21,7 +22,7 @@ Public API:
 
 from compress_extras.llm._austen import AUSTEN_NOVELS, austen_novels
 from compress_extras.llm._files import find_data
-from compress_extras.llm._models import linear_layers, load_minilm, load_smollm2
+from compress_extras.llm._models import linear_layers, load_minilm, load_smollm2, tiny_llama
 from compress_extras.llm._perplexity import fixed_windows, perplexity
 from compress_extras.llm._prune import prune_llm
 from compress_extras.llm._prune_curves import LLMCurves, llm_curves
@@ -47,4 +48,5 @@ __all__ = [
     "prune_llm",
     "read_lazyload",
     "save_pruned",
+    "tiny_llama",
 ]
