@@ -151,7 +151,7 @@ def record_of(plan, name, removed, method, refit, allocation, ppl, seconds_total
 
 def plot(payload: dict, path: Path) -> None:
     records = payload["records"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharex=True)
     colors = {"mip": "C3", "magnitude": "C0", "wanda": "C1", "flap": "C2", "osscar": "C4"}
     for ax, refit in zip(axes, (True, False), strict=True):
         for method, color in colors.items():
@@ -168,11 +168,13 @@ def plot(payload: dict, path: Path) -> None:
             ax.axhline(dense, color="k", linewidth=0.8, label="as shipped")
             ax.axhline(1.25 * dense, color="k", linewidth=0.8, linestyle=":",
                        label="as shipped + 25%")
-        ax.set_yscale("log")
+        if not refit:  # without refit perplexities span orders of magnitude
+            ax.set_yscale("log")
         ax.set_xlabel("MLP parameters removed (%)")
         ax.set_title("with our refit" if refit else "without refit (dense weights kept)")
         ax.grid(alpha=0.3, which="both")
-    axes[0].set_ylabel("perplexity on Persuasion (log)")
+    axes[0].set_ylabel("perplexity on Persuasion")
+    axes[1].set_ylabel("perplexity on Persuasion (log)")
     axes[1].legend(fontsize=7, ncol=2)
     fig.suptitle(f"{payload['setup']['model']}: one-shot MLP pruning")
     fig.tight_layout()
