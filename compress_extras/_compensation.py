@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from compress_extras._asymmetric import AsymmetricRTN
+from compress_extras._checks import check_int
 from compress_extras._gptq import (
     AsymmetricColumns,
     ColumnQuantizer,
@@ -77,9 +78,7 @@ class Compensation:
     act_order: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.block_size, bool) or not isinstance(self.block_size, int) or \
-                self.block_size < 1:
-            raise ValueError(f"block_size must be an int >= 1; got {self.block_size!r}")
+        check_int("block_size", self.block_size, 1)
         if not (isinstance(self.damp, int | float) and 0 <= self.damp < float("inf")):
             raise ValueError(f"damp must be a number >= 0; got {self.damp!r}")
         if not isinstance(self.act_order, bool):

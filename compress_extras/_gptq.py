@@ -61,9 +61,10 @@ import torch
 from torch import Tensor, nn
 
 from compress_extras._asymmetric import AsymmetricRTN, asymmetric_grid, quantize_to_grid
+from compress_extras._checks import check_int
 from compress_extras._options import UniformQuant
 from compress_extras.icquant._quantizer import ICQuantizer
-from compress_extras.icquant._scalar import Lloyd
+from compress_extras.icquant._scalar import Lloyd, _nearest
 from compress_extras.shift._levels import dequantize, fit_scale, project_codes
 from compress_extras.shift._option import ShiftQuant
 from spr._input_statistics import InputStatistics
@@ -99,11 +100,6 @@ class ColumnQuantizer(Protocol):
     def fit(self, weights: Tensor, columns: Tensor) -> Any: ...
 
     def quantize(self, index: int, column: Tensor, grid: Any) -> Tensor: ...
-
-
-def _check_int(name: str, value: int, least: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ValueError(f"{name} must be an int >= {least}; got {value!r}")
 
 
 def _inverse_cholesky(H: Tensor) -> Tensor:
@@ -146,12 +142,12 @@ def gptq_quantize(W: Tensor, H: Tensor, column_quantizer: ColumnQuantizer, *,
     if not isinstance(column_quantizer, ColumnQuantizer):
         raise ValueError(f"column_quantizer must implement ColumnQuantizer (group_columns, fit, "
                          f"quantize); got {type(column_quantizer).__name__}")
-    _check_int("block_size", block_size, 1)
+    check_int("block_size", block_size, 1)
     if isinstance(damp, bool) or not isinstance(damp, int | float) or not damp >= 0:
         raise ValueError(f"damp must be a number >= 0; got {damp!r}")
     group = column_quantizer.group_columns
     if group is not None:
-        _check_int("group_columns", group, 1)
+        check_int("group_columns", group, 1)
 
     W = W.detach()
     weights = W.float().clone()
@@ -251,10 +247,8 @@ def gptq_layer(layer: nn.Linear | nn.Conv2d, calibration_inputs: Sequence[Tensor
 
 def _nearest_level(column: Tensor, levels: Tensor) -> Tensor:
     """The nearest of each row's sorted ``levels`` (out, L) for ``column`` (out,) (a value on a
-    midpoint goes to the lower level)."""
-    midpoints = ((levels[:, 1:] + levels[:, :-1]) / 2).contiguous()
-    index = torch.searchsorted(midpoints, column.float()[:, None].contiguous())
-    return levels.gather(1, index)[:, 0]
+    midpoint goes to the lower level, as :func:`compress_extras.icquant._scalar._nearest`)."""
+    return levels.gather(1, _nearest(column.float()[:, None], levels))[:, 0]
 
 
 @dataclass(frozen=True)
@@ -313,7 +307,7 @@ class LloydColumns:
     def __post_init__(self) -> None:
         if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not 1 <= self.bits <= 8:
             raise ValueError(f"bits must be an int in 1..8; got {self.bits!r}")
-        _check_int("iterations", self.iterations, 0)
+        check_int("iterations", self.iterations, 0)
 
     @property
     def group_columns(self) -> None:

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from compress_extras._checks import check_int
+
 __all__ = ["weighted_lloyd"]
 
 
@@ -57,9 +59,8 @@ def weighted_lloyd(values: Tensor, weights: Tensor, levels: int, iterations: int
         raise ValueError("values and weights must be finite (no NaN or inf)")
     if bool((weights < 0).any()):
         raise ValueError("weights must be >= 0")
-    for name, value, least in (("levels", levels, 1), ("iterations", iterations, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"{name} must be an int >= {least}; got {value!r}")
+    check_int("levels", levels, 1)
+    check_int("iterations", iterations, 0)
     values = values.detach().float().contiguous()
     weights = weights.detach().double()
     weights = torch.where(weights.sum(dim=1, keepdim=True) > 0, weights,
