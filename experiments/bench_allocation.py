@@ -75,7 +75,8 @@ def main() -> None:
         problem = instance(G, seed)
         build = time.perf_counter() - start
         runs.append(record("milp", G, seed, build, mip.solve_knapsack(problem)))
-        runs.append(record("lagrangian", G, seed, build, mip.solve_knapsack_lagrangian(problem)))
+        lagrangian = mip.solve_knapsack(problem, method="lagrangian")
+        runs.append(record("lagrangian", G, seed, build, lagrangian))
         if args.full_limit > 0 and seed == 0:
             full = mip.solve_knapsack(problem, reduce=False, time_limit=args.full_limit)
             runs.append(record("milp full", G, seed, build, full))
@@ -83,7 +84,7 @@ def main() -> None:
         start = time.perf_counter()
         problem = instance(args.rows, seed, rows_level=True)
         build = time.perf_counter() - start
-        result = mip.solve_knapsack_lagrangian(problem)
+        result = mip.solve_knapsack(problem, method="lagrangian")
         runs.append(record("lagrangian", args.rows, seed, build, result))
 
     print(f"\n{'method':<12}{'groups':>9}{'runs':>6}{'median s':>10}{'max s':>8}{'build s':>9}"

@@ -34,7 +34,7 @@ pruned and unexplored nodes (and the incumbent); with no time left it is reporte
 ``"time_limit"``. One node costs one linear solve of the union's size; nothing here needs a MILP
 solver. Instances with strongly correlated inputs and a binding cardinality, where the
 perspective relaxation is weak (e.g. bound 1.9 against optimum 5.3), are where this beats the
-outer approximation (:func:`mip.solve_exact`) by orders of magnitude.
+outer approximation (:func:`mip.solve_outer_approximation`) by orders of magnitude.
 """
 
 from __future__ import annotations

@@ -1,615 +1,188 @@
-"""Multiple-choice knapsack (bit allocation): the problem, its result, and the exact MILP.
+"""``mip.solve_knapsack``: the one front end of the multiple-choice knapsack (bit allocation).
 
-Groups ``g = 0..G-1`` (layers, row blocks), options ``k = 0..K-1`` per group (bit widths,
-quantizers, "pruned"), cost ``c[g, k]`` (distortion), size ``s[g, k]`` (bits, overhead
-included), optional extra resources ``e[g, k, r]`` (MACs, BOPs, latency) with budgets ``E[r]``::
+The model is in :mod:`mip._knapsack_problem`. Two methods, picked by ``method``:
 
-    min_x  sum_{g,k} c[g,k] x[g,k]
-    s.t.   sum_k x[g,k] = 1                       for every group g   (one option each)
-           sum_{g,k} s[g,k] x[g,k] <= S                               (size budget)
-           sum_{g,k} e[g,k,r] x[g,k] <= E[r]      for every resource r
-           x[g,k] = x[g',k]                        for tied groups g ~ g'
-           x[g,k] in {0, 1};  x[g,k] = 0 where option k is unavailable to g
+* ``"milp"``: exact, to relative gap ``mip_gap``. Without extra resources and with ``reduce``
+  it first runs the Lagrangian bisection and greedy fill (:mod:`mip._knapsack_lagrangian`): if
+  their gap already meets ``mip_gap`` no MILP is built (``result.method == "lagrangian"``),
+  otherwise reduced-cost fixing leaves a *core* and the MILP runs over it only (``"milp-core"``,
+  exact: :mod:`mip._knapsack_milp`). With extra resources, or ``reduce=False``, the full merged
+  model is built (``"milp"``): the size-only Lagrangian gives no feasible incumbent for several
+  budgets, and with extras the problem is the layer-level case of tens to hundreds of groups.
+* ``"lagrangian"``: size budget only. The same bisection and greedy fill, then the MILP repair
+  over the reduced-cost core only when the gap is open and the core has at most
+  ``repair_groups`` groups (``"lagrangian+milp"``); else the certified heuristic answer, status
+  ``"feasible"`` when its gap is above ``mip_gap``.
 
-Ties are removed before modelling, exactly: the connected components of the tie relation become
-single groups whose cost, size and extras are the sums of their members' (tied groups must offer
-the same options, so "same option index" is one choice of the merged group). This shrinks the model
-and makes the tie hold by construction.
+``"auto"`` (the default) is ``"milp"``: it is exact, and where the bisection alone proves the gap
+it costs no more than ``"lagrangian"``. Choose ``"lagrangian"`` to cap the MILP on problems with
+very many groups and accept a certified gap instead. ``experiments/bench_allocation.py`` times
+both against the full model.
 
-:func:`solve_knapsack` solves the merged model with HiGHS through Pyomo (:func:`mip._solver.highs`).
-Without extra resources it first runs the Lagrangian solver (:mod:`mip._lagrangian`), which gives a
-feasible solution of value ``UB`` and a dual bound ``L(mu)`` (a proven lower bound, see there), and
-removes every option whose *reduced cost* proves it cannot beat ``UB``::
-
-    rc[g,k] = c[g,k] + mu*s[g,k] - min_j (c[g,j] + mu*s[g,j]) >= 0
-    L(mu) + rc[g,k] > UB   =>   no solution with x[g,k] = 1 is better than the incumbent
-
-(fixing ``x[g,k] = 1`` and relaxing the budget gives the lower bound ``L(mu) + rc[g,k]`` of every
-such solution). Groups left with one option are fixed; the MILP is built over the others only (the
-*core*). The incumbent survives the fixing, so the optimum of the core is the optimum of the whole
-problem and the core's bound is a bound for the whole problem: this is exact. If the Lagrangian
-solution already meets ``mip_gap`` no MILP is built at all (``method == "lagrangian"``).
-
-Which path, and why (``experiments/bench_allocation.py``, 2-core CPU shared with other jobs, gap
-1e-6, 8 options): with the reduction 5,000 groups take 0.4-0.7 s (core <= 734 groups), 500
-groups 0.15-0.6 s; the full model (``reduce=False``: one binary per (group, option)) takes 2 s
-at 500 groups and 52 s at 5,000, almost all of it inside HiGHS (its root LP and sub-MIP
-heuristics), not in Pyomo: building the 40,000-binary model with indexed components and
-``LinearExpression`` takes about 0.25 s and handing it to the persistent HiGHS interface about
-1.2 s. So the MILP is always built through Pyomo; the reduction, not a direct ``highspy`` model,
-is what meets the 5 s goal. With extra resources the full merged model is built (the size-only
-Lagrangian does not yield a feasible incumbent for several budgets); that is the layer-level
-case, tens to hundreds of groups.
-
-Feasibility is checked exactly: ``size_used`` and ``extra_used`` are correctly rounded sums
-(:func:`math.fsum`) of the chosen entries, and every returned choice satisfies
-``size_used <= budget`` and ``extra_used <= extra_budget`` in that arithmetic (a solver answer that
-violates a budget by round-off is re-solved with the budget tightened by the excess).
+Both share the steps written once here and in :mod:`mip._knapsack_milp`: the Lagrangian start
+with its reduced-cost core (:func:`_dual_start`), the "core MILP, keep the better" step
+(:func:`mip._knapsack_milp.improve_by_milp`) and the result (:func:`_result`).
 """
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Callable
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
 from mip._checks import check_limits
+from mip._deprecation import warn_deprecated
+from mip._knapsack_lagrangian import lagrangian_solution
+from mip._knapsack_milp import Bracket, improve_by_milp, reduced_cost_core
+from mip._knapsack_problem import KnapsackProblem, KnapsackResult, MergedKnapsack
 from mip._result import relative_gap
 
-__all__ = ["KnapsackProblem", "KnapsackResult", "solve_knapsack"]
+__all__ = ["KNAPSACK_METHODS", "solve_knapsack", "solve_knapsack_lagrangian"]
 
 
-def _readonly(array: NDArray) -> NDArray:
-    array.setflags(write=False)
-    return array
+def _dual_start(merged: MergedKnapsack, problem: KnapsackProblem, mip_gap: float,
+                max_iterations: int) -> tuple[Bracket, dict, NDArray[np.bool_] | None]:
+    """The Lagrangian solution as a bracket, its certificate fields, and the reduced-cost core
+    (None when the bisection already meets ``mip_gap``: nothing left to solve)."""
+    lag = lagrangian_solution(merged, problem, mip_gap=mip_gap, max_iterations=max_iterations)
+    bracket = Bracket(lag.bound, lag.objective, lag.choice)
+    certificate = {"multiplier": lag.multiplier, "iterations": lag.iterations,
+                   "history": lag.history}
+    if relative_gap(lag.objective, lag.bound) <= mip_gap:
+        return bracket, certificate, None
+    return bracket, certificate, reduced_cost_core(merged, lag.multiplier, lag.bound,
+                                                   lag.objective, lag.choice)
 
 
-@dataclass(frozen=True, eq=False)
-class KnapsackProblem:
-    """A multiple-choice knapsack (module docstring for the model).
-
-    Args:
-        cost: (G, K) float, the cost (distortion) of option k in group g; ``np.inf`` marks an option
-            the group lacks. NaN and ``-inf`` are errors (except where ``available`` is False).
-        size: (G, K) float >= 0, bits of option k in group g (overhead included); only the entries
-            of available options are read (they must be finite and >= 0).
-        budget: S, the size budget (``np.inf``: none).
-        available: optional (G, K) bool; False marks options a group lacks (combined with
-            ``isfinite(cost)``).
-        extra: optional (G, K, R) float, extra resources per option (finite where available).
-        extra_budget: (R,) budgets of the extra resources (required with ``extra``).
-        ties: tuples of group indices that must take the same option index (transitive: ties that
-            share a group form one set). Tied groups must offer the same options.
-
-    Attributes (after validation): the arrays as read-only float64 (``cost`` with ``inf`` at
-    unavailable options, ``size`` and ``extra`` with 0 there), ``available`` (G, K) bool, and
-    ``ties`` as a tuple of tuples of ints.
-
-    >>> p = KnapsackProblem(cost=[[4.0, 1.0], [3.0, 2.0]], size=[[1, 3], [1, 2]], budget=4)
-    >>> p.n_groups, p.n_options, p.min_budget, p.max_budget
-    (2, 2, 2.0, 5.0)
-    """
-
-    cost: NDArray[np.float64]
-    size: NDArray[np.float64]
-    budget: float
-    available: NDArray[np.bool_] | None = None
-    extra: NDArray[np.float64] | None = None
-    extra_budget: NDArray[np.float64] | None = None
-    ties: tuple[tuple[int, ...], ...] = ()
-
-    def __post_init__(self) -> None:
-        cost = np.array(self.cost, dtype=np.float64)
-        size = np.array(self.size, dtype=np.float64)
-        if cost.ndim != 2 or cost.shape[0] < 1 or cost.shape[1] < 1:
-            raise ValueError(f"cost must be a non-empty (G, K) array; got shape {cost.shape}")
-        if size.shape != cost.shape:
-            raise ValueError(f"size must have the shape of cost {cost.shape}; got {size.shape}")
-        G, K = cost.shape
-        if self.available is None:
-            given = np.ones((G, K), bool)
-        else:
-            given = np.array(self.available)
-            if given.shape != (G, K):
-                raise ValueError(f"available must have shape {(G, K)}; got {given.shape}")
-            if given.dtype != np.bool_:
-                raise ValueError(f"available must be a bool array; got dtype {given.dtype}")
-        bad = given & np.isnan(cost)
-        if bad.any():
-            raise ValueError(f"cost is NaN at (group, option) {_first(bad)}")
-        bad = given & (cost == -np.inf)
-        if bad.any():
-            raise ValueError(f"cost is -inf at (group, option) {_first(bad)}")
-        available = given & np.isfinite(cost)
-        empty = ~available.any(axis=1)
-        if empty.any():
-            raise ValueError(f"group {int(np.flatnonzero(empty)[0])} has no available option")
-        bad = available & ~np.isfinite(size)
-        if bad.any():
-            raise ValueError(f"size is not finite at available (group, option) {_first(bad)}")
-        bad = available & (size < 0)
-        if bad.any():
-            raise ValueError(f"size is negative at (group, option) {_first(bad)}")
-        budget = _budget("budget", self.budget)
-        extra, extra_budget = self.extra, self.extra_budget
-        if (extra is None) != (extra_budget is None):
-            raise ValueError("extra and extra_budget must be given together")
-        if extra is not None:
-            extra = np.array(extra, dtype=np.float64)
-            if extra.ndim == 2:
-                extra = extra[:, :, None]
-            if extra.ndim != 3 or extra.shape[:2] != (G, K):
-                raise ValueError(f"extra must have shape (G, K, R) = ({G}, {K}, R); got "
-                                 f"{extra.shape}")
-            extra_budget = np.atleast_1d(np.array(extra_budget, dtype=np.float64))
-            if extra_budget.shape != (extra.shape[2],):
-                raise ValueError(f"extra_budget must have shape ({extra.shape[2]},); got "
-                                 f"{extra_budget.shape}")
-            bad = available[:, :, None] & ~np.isfinite(extra)
-            if bad.any():
-                raise ValueError(f"extra is not finite at (group, option, resource) "
-                                 f"{_first(bad)}")
-            for r, value in enumerate(extra_budget):
-                _budget(f"extra_budget[{r}]", value)
-            extra = np.where(available[:, :, None], extra, 0.0)
-        ties = _check_ties(self.ties, available)
-        set_ = object.__setattr__
-        set_(self, "cost", _readonly(np.where(available, cost, np.inf)))
-        set_(self, "size", _readonly(np.where(available, size, 0.0)))
-        set_(self, "budget", budget)
-        set_(self, "available", _readonly(available))
-        set_(self, "extra", None if extra is None else _readonly(extra))
-        set_(self, "extra_budget", None if extra_budget is None else _readonly(extra_budget))
-        set_(self, "ties", ties)
-
-    @property
-    def n_groups(self) -> int:
-        return self.cost.shape[0]
-
-    @property
-    def n_options(self) -> int:
-        return self.cost.shape[1]
-
-    @property
-    def n_resources(self) -> int:
-        return 0 if self.extra is None else self.extra.shape[2]
-
-    @cached_property
-    def merged(self) -> MergedKnapsack:
-        """The problem with every tie set merged into one group (module docstring)."""
-        return MergedKnapsack.from_problem(self)
-
-    @cached_property
-    def min_budget(self) -> float:
-        """The least ``size_used`` of any choice that respects the ties: every (merged) group at
-        its smallest option. A budget below it is infeasible."""
-        merged = self.merged
-        small = np.where(merged.available, merged.size, np.inf).argmin(axis=1)
-        return self.size_used(merged.expand(small))
-
-    @cached_property
-    def max_budget(self) -> float:
-        """``size_used`` of every (merged) group at its largest option: above it the size budget
-        cannot bind."""
-        merged = self.merged
-        large = np.where(merged.available, merged.size, -np.inf).argmax(axis=1)
-        return self.size_used(merged.expand(large))
-
-    @cached_property
-    def min_extra(self) -> NDArray[np.float64]:
-        """(R,) the least ``extra_used[r]`` of any tie-respecting choice, per resource alone."""
-        merged = self.merged
-        out = np.empty(self.n_resources)
-        for r in range(self.n_resources):
-            small = np.where(merged.available, merged.extra[:, :, r], np.inf).argmin(axis=1)
-            out[r] = self.extra_used(merged.expand(small))[r]
-        return out
-
-    def check_choice(self, choice: ArrayLike) -> NDArray[np.int64]:
-        """``choice`` as a (G,) int array of available options, or ValueError."""
-        choice = np.asarray(choice)
-        if choice.shape != (self.n_groups,) or not np.issubdtype(choice.dtype, np.integer):
-            raise ValueError(f"choice must be a ({self.n_groups},) int array; got "
-                             f"{choice.dtype} {choice.shape}")
-        if (choice < 0).any() or (choice >= self.n_options).any():
-            raise ValueError(f"choice entries must lie in [0, {self.n_options})")
-        rows = np.arange(self.n_groups)
-        if not self.available[rows, choice].all():
-            g = int(np.flatnonzero(~self.available[rows, choice])[0])
-            raise ValueError(f"choice takes option {int(choice[g])} in group {g}, which lacks it")
-        return choice.astype(np.int64)
-
-    def objective(self, choice: ArrayLike) -> float:
-        """``sum_g c[g, choice[g]]``, correctly rounded (math.fsum)."""
-        choice = self.check_choice(choice)
-        return math.fsum(self.cost[np.arange(self.n_groups), choice].tolist())
-
-    def size_used(self, choice: ArrayLike) -> float:
-        """``sum_g s[g, choice[g]]``, correctly rounded (math.fsum)."""
-        choice = self.check_choice(choice)
-        return math.fsum(self.size[np.arange(self.n_groups), choice].tolist())
-
-    def extra_used(self, choice: ArrayLike) -> NDArray[np.float64]:
-        """(R,) ``sum_g e[g, choice[g], r]``, correctly rounded (math.fsum)."""
-        choice = self.check_choice(choice)
-        if self.extra is None:
-            return np.zeros(0)
-        picked = self.extra[np.arange(self.n_groups), choice]  # (G, R)
-        return np.array([math.fsum(picked[:, r].tolist()) for r in range(self.n_resources)])
-
-    def violation(self, choice: ArrayLike) -> float:
-        """How far ``choice`` breaks the budgets or the ties (0 when feasible, exactly)."""
-        choice = self.check_choice(choice)
-        worst = self.over_budget(choice)
-        for tie in self.ties:
-            if len(set(choice[list(tie)].tolist())) > 1:
-                worst = max(worst, 1.0)
-        return worst
-
-    def over_budget(self, choice: ArrayLike) -> float:
-        """How far ``choice`` exceeds the budgets (0 when within them, exactly); ties unchecked."""
-        choice = self.check_choice(choice)
-        worst = max(self.size_used(choice) - self.budget, 0.0)
-        if self.extra is not None:
-            worst = max(worst, float(np.max(self.extra_used(choice) - self.extra_budget)))
-        return worst
-
-    def check_budgets(self) -> None:
-        """ValueError naming the minimum feasible budget if a budget is below it."""
-        if self.budget < self.min_budget:
-            tied = " with tied groups merged" if self.ties else ""
-            raise ValueError(
-                f"size budget {self.budget!r} is below the minimum feasible size budget "
-                f"{self.min_budget!r} (every group at its smallest option{tied})")
-        for r in range(self.n_resources):
-            if self.extra_budget[r] < self.min_extra[r]:
-                raise ValueError(
-                    f"extra_budget[{r}] = {float(self.extra_budget[r])!r} is below the minimum "
-                    f"feasible extra_budget[{r}] = {float(self.min_extra[r])!r} (every group at "
-                    f"its option with the least resource {r})")
+def _result(problem: KnapsackProblem, merged: MergedKnapsack, bracket: Bracket, *, start: float,
+            mip_gap: float, proven: bool, otherwise: str, **certificate) -> KnapsackResult:
+    """The :class:`KnapsackResult` of ``bracket``'s incumbent; status ``"optimal"`` when
+    ``proven`` or the gap meets ``mip_gap``, else ``otherwise``."""
+    lower, upper, choice = bracket
+    expanded = merged.expand(choice)
+    gap = relative_gap(upper, lower)
+    return KnapsackResult(
+        choice=expanded, objective=upper, bound=min(lower, upper), gap=gap,
+        status="optimal" if proven or gap <= mip_gap else otherwise,
+        seconds=time.perf_counter() - start, size_used=problem.size_used(expanded),
+        extra_used=problem.extra_used(expanded), **certificate)
 
 
-def _first(mask: NDArray[np.bool_]) -> tuple[int, ...]:
-    return tuple(int(i) for i in np.argwhere(mask)[0])
-
-
-def _budget(name: str, value) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a float; got {value!r}") from None
-    if math.isnan(number) or number == -np.inf:
-        raise ValueError(f"{name} must be a float or +inf; got {value!r}")
-    return number
-
-
-def _check_ties(ties, available: NDArray[np.bool_]) -> tuple[tuple[int, ...], ...]:
-    G = available.shape[0]
-    out = []
-    for tie in ties:
-        try:
-            items = tuple(tie)
-        except TypeError:
-            raise ValueError(f"a tie must be a tuple of group indices; got {tie!r}") from None
-        if not all(isinstance(g, int | np.integer) and not isinstance(g, bool) for g in items):
-            raise ValueError(f"a tie must hold integer group indices; got {tie!r}")
-        members = tuple(int(g) for g in items)
-        if not members:
-            raise ValueError("a tie must name at least one group")
-        unknown = [g for g in members if not 0 <= g < G]
-        if unknown:
-            raise ValueError(f"tie {members} names unknown group {unknown[0]} (groups are "
-                             f"0..{G - 1})")
-        first = available[members[0]]
-        for g in members[1:]:
-            if not np.array_equal(available[g], first):
-                theirs = np.flatnonzero(available[g]).tolist()
-                raise ValueError(
-                    f"tie {members}: groups {members[0]} and {g} have different option sets "
-                    f"({np.flatnonzero(first).tolist()} vs {theirs})")
-        out.append(members)
-    return tuple(out)
-
-
-@dataclass(frozen=True, eq=False)
-class MergedKnapsack:
-    """The problem after merging every tie set into one group (G' <= G groups).
-
-    Attributes:
-        labels: (G,) int, the merged group of each original group.
-        cost: (G', K) summed costs, ``inf`` where unavailable.
-        size: (G', K) summed sizes, 0 where unavailable.
-        extra: (G', K, R) summed extras, or None.
-        available: (G', K) bool.
-    """
-
-    labels: NDArray[np.int64]
-    cost: NDArray[np.float64]
-    size: NDArray[np.float64]
-    extra: NDArray[np.float64] | None
-    available: NDArray[np.bool_]
-
-    @classmethod
-    def from_problem(cls, problem: KnapsackProblem) -> MergedKnapsack:
-        G = problem.n_groups
-        if not any(len(set(t)) > 1 for t in problem.ties):
-            return cls(np.arange(G), problem.cost, problem.size, problem.extra,
-                       problem.available)
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
-
-        pairs = np.array([(t[0], g) for t in problem.ties for g in t[1:]], dtype=np.int64)
-        graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(G, G))
-        n, labels = connected_components(graph, directed=False)
-        labels = labels.astype(np.int64)
-
-        def summed(values: NDArray) -> NDArray:  # (G, K) -> (n, K), a bincount per column
-            return np.stack([np.bincount(labels, weights=values[:, k], minlength=n)
-                             for k in range(values.shape[1])], axis=1)
-
-        available = np.zeros((n, problem.n_options), bool)
-        available[labels] = problem.available  # tied groups share their option set
-        cost = np.where(available, summed(np.where(problem.available, problem.cost, 0.0)),
-                        np.inf)
-        extra = None
-        if problem.extra is not None:
-            extra = np.stack([summed(problem.extra[:, :, r])
-                              for r in range(problem.n_resources)], axis=2)
-        return cls(labels, cost, summed(problem.size), extra, available)
-
-    @property
-    def n_groups(self) -> int:
-        return self.cost.shape[0]
-
-    def expand(self, choice: NDArray[np.int64]) -> NDArray[np.int64]:
-        """(G',) merged choice -> (G,) choice of the original groups."""
-        return np.asarray(choice, dtype=np.int64)[self.labels]
-
-
-@dataclass(frozen=True, eq=False)
-class KnapsackResult:
-    """A knapsack solution with its certificate.
-
-    Attributes:
-        choice: (G,) int, the option of every group.
-        objective: ``sum_g c[g, choice[g]]`` (an upper bound on the optimum).
-        bound: a proven lower bound on the optimum (MILP bound or Lagrangian dual value).
-        gap: ``(objective - bound) / |objective|``.
-        status: ``"optimal"`` (gap <= the requested gap), ``"time_limit"`` (MILP stopped early)
-            or ``"feasible"`` (Lagrangian solution whose gap is above the requested one).
-        seconds: wall time.
-        size_used: ``sum_g s[g, choice[g]]`` (math.fsum), <= the budget.
-        extra_used: (R,) ``sum_g e[g, choice[g], r]``, <= the extra budgets (empty without extras).
-        method: how it was solved: ``"milp"`` (full merged model), ``"milp-core"`` (reduced-cost
-            fixing, then the MILP over the core), ``"lagrangian"`` (bisection and greedy; from
-            :func:`solve_knapsack` when they already prove the gap), ``"lagrangian+milp"``.
-        multiplier: the Lagrange multiplier mu of the size budget whose dual value is the bound
-            (NaN for the full MILP).
-        core_groups: (merged) groups left in the MILP after reduced-cost fixing.
-        iterations: multipliers evaluated by the bisection.
-        history: per bisection step ``{"mu", "dual", "size"}``.
-    """
-
-    choice: NDArray[np.int64]
-    objective: float
-    bound: float
-    gap: float
-    status: str
-    seconds: float
-    size_used: float
-    extra_used: NDArray[np.float64]
-    method: str = "milp"
-    multiplier: float = float("nan")
-    core_groups: int = 0
-    iterations: int = 0
-    history: list[dict] = field(default_factory=list)
-
-
-def _feasible(merged: MergedKnapsack, problem: KnapsackProblem, choice: NDArray) -> bool:
-    """Whether a merged choice keeps the budgets (exactly); it keeps the ties by construction."""
-    return problem.over_budget(merged.expand(choice)) == 0.0
-
-
-def _solve_milp(
-    merged: MergedKnapsack,
-    problem: KnapsackProblem,
-    keep: NDArray[np.bool_],
-    time_limit: float,
-    mip_gap: float,
-) -> tuple[NDArray[np.int64] | None, float, str]:
-    """The MILP over the options ``keep`` (G', K) of the merged problem, through Pyomo + HiGHS.
-
-    Groups with a single kept option are fixed (their size and extras leave the budgets); the
-    model has one binary per kept option of the others. Costs are shifted by each group's least
-    kept cost and sizes/extras by each group's least kept entry (exactly one option per group, so
-    the shifts are constants), then scaled to O(1) for HiGHS. Returns ``(choice, bound, status)``;
-    ``choice`` (G',) satisfies the budgets exactly or is None, ``bound`` is HiGHS's dual bound in
-    the original units (``-inf`` if none), ``status`` ``"optimal"``, ``"time_limit"`` or
-    ``"infeasible"``.
-    """
+def _solve_milp(problem: KnapsackProblem, *, time_limit: float, mip_gap: float, reduce: bool,
+                repair_groups: int, max_iterations: int) -> KnapsackResult:
+    """``method="milp"`` (module docstring); ``repair_groups`` is not used."""
     start = time.perf_counter()
-    fixed = keep.sum(axis=1) == 1
-    free = np.flatnonzero(~fixed)
-    base = np.where(keep, merged.size, np.inf).argmin(axis=1)  # any kept option; fixed: the one
-    rows = np.flatnonzero(fixed)
-    fixed_cost = math.fsum(merged.cost[rows, base[rows]].tolist())
-    if len(free) == 0:  # one choice left: optimal if feasible
-        if _feasible(merged, problem, base):
-            return base, fixed_cost, "optimal"
-        return None, np.inf, "infeasible"
-
-    g_local, k_idx = np.nonzero(keep[free])  # grouped by group (row-major)
-    g_idx = free[g_local]
-    starts = np.searchsorted(g_local, np.arange(len(free)))
-    cost = merged.cost[g_idx, k_idx]
-    cmin = np.minimum.reduceat(cost, starts)
-    c_shift = cost - cmin[g_local]
-    c_scale = float(c_shift.max()) if c_shift.max() > 0 else 1.0
-    constant = (fixed_cost + math.fsum(cmin.tolist())) / c_scale
-
-    def budget_row(full: NDArray, budget: float) -> tuple[NDArray, float]:
-        """(coefficients, right-hand side) of ``sum full[g, k] x[g, k] <= budget`` over the free
-        groups: shifted by each group's least entry, the fixed groups moved to the right, and
-        scaled to O(1)."""
-        values = full[g_idx, k_idx]
-        low = np.minimum.reduceat(values, starts)
-        coef = values - low[g_local]
-        rhs = budget - math.fsum(full[rows, base[rows]].tolist()) - math.fsum(low.tolist())
-        scale = max(float(coef.max()), abs(rhs), 1e-300)
-        return coef / scale, rhs / scale
-
-    budget_rows = []  # (entries (G', K), budget)
-    if np.isfinite(problem.budget):
-        budget_rows.append((merged.size, problem.budget))
-    for r in range(problem.n_resources):
-        if np.isfinite(problem.extra_budget[r]):
-            budget_rows.append((merged.extra[:, :, r], float(problem.extra_budget[r])))
-
-    bound, status = -np.inf, "time_limit"
-    budgets = [budget for _, budget in budget_rows]
-    for attempt in range(4):  # re-solve with tightened budgets if round-off broke one
-        remaining = max(time_limit - (time.perf_counter() - start), 1e-3)
-        rows_now = [budget_row(full, b) for (full, _), b in zip(budget_rows, budgets, strict=True)]
-        condition, solution_ok, objective_bound, values = _run_highs(
-            c_shift / c_scale, constant, starts, rows_now, remaining, mip_gap)
-        if "nfeasible" in condition:
-            return None, (np.inf if attempt == 0 else bound), "infeasible"
-        if attempt == 0:  # the bound of the untightened model is a bound of the problem
-            bound = -np.inf if objective_bound is None else objective_bound * c_scale
-            status = "optimal" if condition == "convergenceCriteriaSatisfied" else "time_limit"
-        if not solution_ok:
-            return None, bound, status
-        order = np.lexsort((-values, g_local))
-        choice = base.copy()
-        choice[free] = k_idx[order[starts]]
-        if _feasible(merged, problem, choice):
-            return choice, bound, status
-        expanded = merged.expand(choice)
-        used = [problem.size_used(expanded)] if np.isfinite(problem.budget) else []
-        if problem.extra_budget is not None:
-            used += [u for u, b in zip(problem.extra_used(expanded), problem.extra_budget,
-                                       strict=True) if np.isfinite(b)]
-        # tighten past the excess and past HiGHS's feasibility tolerance (1e-7 of the scaled
-        # row), else it may return the same answer; the first attempt's bound stays valid
-        budgets = [b - max(2 * max(u - b0, 0.0), 1e-6 * max(abs(b0), 1.0)) if u > b0 else b
-                   for b, u, (_, b0) in zip(budgets, used, budget_rows, strict=True)]
-    return None, bound, status
+    problem.check_budgets()
+    merged = problem.merged
+    keep = merged.available.copy()
+    bracket, certificate = Bracket(-np.inf, np.inf, None), {"method": "milp"}
+    if reduce and problem.extra is None:
+        bracket, certificate, keep = _dual_start(merged, problem, mip_gap, max_iterations)
+        certificate["method"] = "milp-core" if keep is not None else "lagrangian"
+    status, core = "optimal", 0
+    if keep is not None:
+        core = int((keep.sum(axis=1) > 1).sum())
+        remaining = time_limit - (time.perf_counter() - start)
+        bracket, status = improve_by_milp(merged, problem, keep, bracket, remaining, mip_gap)
+    if bracket.choice is None:
+        raise RuntimeError(f"HiGHS found no solution within {time_limit} s")
+    return _result(problem, merged, bracket, start=start, mip_gap=mip_gap,
+                   proven=status == "optimal", otherwise="time_limit", core_groups=core,
+                   **certificate)
 
 
-def _run_highs(
-    cost: NDArray, constant: float, starts: NDArray, budget_rows: list, time_limit: float,
-    mip_gap: float,
-) -> tuple[str, bool, float | None, NDArray | None]:
-    """Build ``min constant + cost.x`` s.t. one x per group (groups start at ``starts``) and
-    ``coef.x <= rhs`` per budget row, x binary, as a Pyomo model with indexed components and
-    linear expressions, and solve it with HiGHS. Returns (termination condition, whether a
-    solution exists, objective bound, x values)."""
-    import pyomo.environ as pyo
-    from pyomo.core.expr.numeric_expr import LinearExpression
+def _solve_lagrangian(problem: KnapsackProblem, *, time_limit: float, mip_gap: float,
+                      reduce: bool, repair_groups: int, max_iterations: int) -> KnapsackResult:
+    """``method="lagrangian"`` (module docstring); ``reduce`` is not used."""
+    if problem.extra is not None:
+        raise ValueError(
+            'method="lagrangian" relaxes the size budget only; for extra resources use '
+            'mip.solve_knapsack(method="milp")')
+    start = time.perf_counter()
+    problem.check_budgets()
+    merged = problem.merged
+    bracket, certificate, keep = _dual_start(merged, problem, mip_gap, max_iterations)
+    method, core = "lagrangian", 0
+    if keep is not None and repair_groups > 0:
+        core = int((keep.sum(axis=1) > 1).sum())
+        if 0 < core <= repair_groups:
+            method = "lagrangian+milp"
+            remaining = max(time_limit - (time.perf_counter() - start), 1e-3)
+            bracket, _ = improve_by_milp(merged, problem, keep, bracket, remaining, mip_gap)
+    return _result(problem, merged, bracket, start=start, mip_gap=mip_gap, proven=False,
+                   otherwise="feasible", method=method, core_groups=core, **certificate)
 
-    from mip._solver import highs
 
-    n = len(cost)
-    ends = np.append(starts[1:], n)
-    m = pyo.ConcreteModel(name="knapsack")
-    m.x = pyo.Var(range(n), domain=pyo.Binary)
-    xs = list(m.x.values())
-    m.objective = pyo.Objective(expr=LinearExpression(
-        constant=constant, linear_coefs=cost.tolist(), linear_vars=xs))
-    m.one = pyo.Constraint(range(len(starts)), rule=lambda m, i: LinearExpression(
-        constant=0.0, linear_coefs=[1.0] * int(ends[i] - starts[i]),
-        linear_vars=xs[starts[i]:ends[i]]) == 1)
-    m.budgets = pyo.ConstraintList()
-    for coef, rhs in budget_rows:
-        nz = np.flatnonzero(coef)
-        m.budgets.add(LinearExpression(constant=0.0, linear_coefs=coef[nz].tolist(),
-                                       linear_vars=[xs[i] for i in nz]) <= rhs)
-    solver = highs()
-    config = solver.config
-    config.time_limit = time_limit
-    config.rel_gap = mip_gap
-    config.abs_gap = 0.0
-    config.load_solutions = False
-    config.raise_exception_on_nonoptimal_result = False
-    config.solver_options = {"mip_feasibility_tolerance": 1e-9,
-                             "primal_feasibility_tolerance": 1e-9}
-    results = solver.solve(m)
-    condition = results.termination_condition.name
-    ok = results.solution_status.name in ("optimal", "feasible")
-    values = None
-    if ok:
-        primals = results.solution_loader.get_vars(xs)
-        values = np.array([primals[v] for v in xs])
-    bound = results.objective_bound
-    return condition, ok, (None if bound is None else float(bound)), values
+KNAPSACK_METHODS: dict[str, Callable[..., KnapsackResult]] = {
+    "auto": _solve_milp,  # the rule (module docstring): exact, with the Lagrangian reduction
+    "milp": _solve_milp,
+    "lagrangian": _solve_lagrangian,
+}
 
 
 def solve_knapsack(
     problem: KnapsackProblem,
+    *,
+    method: str = "auto",
     time_limit: float = 60.0,
     mip_gap: float = 1e-6,
     reduce: bool = True,
+    repair_groups: int = 2000,
+    max_iterations: int = 200,
 ) -> KnapsackResult:
-    """Solve ``problem`` exactly (to relative gap ``mip_gap``) with HiGHS through Pyomo.
+    """Solve the multiple-choice knapsack ``problem`` (:class:`mip.KnapsackProblem`).
 
-    Ties are merged (exact). Without extra resources and with ``reduce`` the Lagrangian solution
-    and dual bound fix every option whose reduced cost rules it out and the MILP is built over the
-    remaining core (module docstring); otherwise the full merged model is built.
+    Args:
+        problem: the knapsack; ties are merged exactly before solving.
+        method: ``"auto"`` (= ``"milp"``), ``"milp"`` (exact) or ``"lagrangian"`` (size budget
+            only; a certified answer, exact when the repair runs): module docstring.
+        time_limit: seconds for the whole call (the MILP gets what the bisection leaves).
+        mip_gap: target relative gap ``(objective - bound) / |objective|``; stops the bisection
+            and the MILP.
+        reduce: ``"milp"`` only: start from the Lagrangian solution and build the MILP over the
+            reduced-cost core (no effect with extra resources); False builds the full model.
+        repair_groups: ``"lagrangian"`` only: the largest core the MILP repairs (0: never).
+        max_iterations: bisection steps at most (wherever the bisection runs).
+
+    Returns:
+        A :class:`mip.KnapsackResult`: the choice, its objective, a proven ``bound``, ``gap``,
+        ``status`` (``"optimal"``, ``"time_limit"`` or ``"feasible"``) and how it was solved.
 
     Raises:
-        ValueError: a budget below its minimum feasible value (the message names it), or budgets
-            that are only jointly infeasible.
+        ValueError: a budget below its minimum feasible value (the message names it), budgets
+            that are only jointly infeasible, extra resources with ``"lagrangian"``, or bad
+            settings.
 
     >>> p = KnapsackProblem(cost=[[4.0, 1.0], [3.0, 2.0], [5.0, 0.5]],
     ...                     size=[[1, 3], [1, 2], [1, 4]], budget=7)
     >>> r = solve_knapsack(p)
     >>> r.choice.tolist(), r.objective, r.size_used, r.status
     ([0, 1, 1], 6.5, 7.0, 'optimal')
+    >>> solve_knapsack(p, method="lagrangian").objective == r.objective
+    True
     """
+    if method not in KNAPSACK_METHODS:
+        raise ValueError(f"method must be one of {list(KNAPSACK_METHODS)}; got {method!r}")
     check_limits(time_limit, mip_gap)
-    start = time.perf_counter()
-    problem.check_budgets()
-    merged = problem.merged
-    keep = merged.available.copy()
-    lower, upper, incumbent = -np.inf, np.inf, None
-    mu, iterations, history, method = float("nan"), 0, [], "milp"
-    if reduce and problem.extra is None:
-        from mip._lagrangian import lagrangian_solution, reduced_cost_core
+    if not (repair_groups >= 0 and max_iterations >= 0):
+        raise ValueError(f"need repair_groups >= 0 and max_iterations >= 0; got {repair_groups}, "
+                         f"{max_iterations}")
+    return KNAPSACK_METHODS[method](problem, time_limit=time_limit, mip_gap=mip_gap,
+                                    reduce=reduce, repair_groups=repair_groups,
+                                    max_iterations=max_iterations)
 
-        lag = lagrangian_solution(merged, problem, mip_gap=mip_gap)
-        lower, upper, incumbent = lag.bound, lag.objective, lag.choice
-        mu, iterations, history, method = lag.multiplier, lag.iterations, lag.history, "milp-core"
-        if relative_gap(upper, lower) <= mip_gap:  # certified already: no MILP needed
-            keep, method = None, "lagrangian"
-        else:
-            keep = reduced_cost_core(merged, lag.multiplier, lag.bound, upper, incumbent)
-    status, core = "optimal", 0
-    if keep is not None:
-        core = int((keep.sum(axis=1) > 1).sum())
-        remaining = time_limit - (time.perf_counter() - start)
-        choice, bound, milp_status = _solve_milp(merged, problem, keep, remaining, mip_gap)
-        if milp_status == "infeasible" and incumbent is None:
-            raise ValueError(
-                "the budgets are jointly infeasible (each alone is feasible: minimum size "
-                f"{problem.min_budget!r}, minimum extras {problem.min_extra.tolist()})")
-        lower = max(lower, bound)
-        if choice is not None:
-            value = problem.objective(merged.expand(choice))
-            if value < upper:
-                upper, incumbent = value, choice
-    if incumbent is None:
-        raise RuntimeError(f"HiGHS found no solution within {time_limit} s")
-    expanded = merged.expand(incumbent)
-    gap = relative_gap(upper, lower)
-    if keep is not None and milp_status != "optimal" and gap > mip_gap:
-        status = "time_limit"
-    return KnapsackResult(
-        choice=expanded, objective=upper, bound=min(lower, upper), gap=gap, status=status,
-        seconds=time.perf_counter() - start, size_used=problem.size_used(expanded),
-        extra_used=problem.extra_used(expanded), method=method, multiplier=mu,
-        core_groups=core, iterations=iterations, history=history,
-    )
+
+def solve_knapsack_lagrangian(
+    problem: KnapsackProblem,
+    mip_gap: float = 1e-6,
+    repair_groups: int = 2000,
+    time_limit: float = 60.0,
+    max_iterations: int = 200,
+) -> KnapsackResult:
+    """Deprecated: ``solve_knapsack(problem, method="lagrangian", ...)`` (same arguments)."""
+    warn_deprecated("solve_knapsack_lagrangian", 'solve_knapsack(problem, method="lagrangian")')
+    return solve_knapsack(problem, method="lagrangian", mip_gap=mip_gap,
+                          repair_groups=repair_groups, time_limit=time_limit,
+                          max_iterations=max_iterations)

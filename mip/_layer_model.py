@@ -8,7 +8,7 @@
 ``w_i`` is output row i of the weight (d = n_groups * group_size entries), the objective is
 ``(1/N)||X W^T - Y||^2 + lam*sum_j [alpha*||W_j||^2 + (1-alpha)*z_j]`` written through the
 sufficient statistics, so the model does not grow with N. HiGHS cannot solve it with binary z
-(it is an MIQP): :func:`mip.solve_exact` solves it by outer approximation and
+(it is an MIQP): :func:`mip.solve_outer_approximation` solves it by outer approximation and
 :func:`mip.big_m_relaxation` solves its continuous relaxation; SCIP solves it directly.
 
 >>> import numpy as np

@@ -39,12 +39,13 @@ from tqdm.auto import tqdm
 
 from mip._checks import check_limits
 from mip._constraints import add_side_constraints
+from mip._deprecation import warn_deprecated
 from mip._problem import LayerProblem
 from mip._result import MIPResult, relative_gap
 from mip._solver import highs
 from mip._support_fit import fit_support
 
-__all__ = ["solve_exact", "support_cut"]
+__all__ = ["solve_exact", "solve_outer_approximation", "support_cut"]
 
 
 def _neighbours(keep: NDArray[np.bool_], swaps: bool) -> list[NDArray[np.bool_]]:
@@ -145,14 +146,16 @@ class _Master:
         return status, bound, keep
 
 
-def solve_exact(
+def solve_outer_approximation(
     problem: LayerProblem,
+    *,
     time_limit: float = 60.0,
     mip_gap: float = 1e-4,
     cuts: str = "perspective",
     progress: bool = False,
 ) -> MIPResult:
-    """Solve ``problem`` to relative gap ``mip_gap`` (or until ``time_limit`` seconds).
+    """Solve ``problem`` to relative gap ``mip_gap`` (or until ``time_limit`` seconds) by outer
+    approximation (module docstring); ``cuts``: ``"perspective"`` or ``"tangent"``.
 
     Returns a :class:`mip.MIPResult`: ``objective`` recomputed from its weights, ``bound`` the
     best master bound, ``history`` the bounds per iteration.
@@ -161,7 +164,7 @@ def solve_exact(
     >>> X = rng.standard_normal((60, 6)); W0 = rng.standard_normal((2, 6))
     >>> p = LayerProblem.from_data(X, X @ W0.T, group_size=1, lam=0.5, alpha=0.5, M=5.0,
     ...                            max_keep=3)
-    >>> r = solve_exact(p)
+    >>> r = solve_outer_approximation(p)
     >>> r.status, int(r.keep.sum()) <= 3, r.gap <= 1e-4
     ('optimal', True, True)
     """
@@ -228,3 +231,17 @@ def solve_exact(
         status=status, iterations=iteration, seconds=time.perf_counter() - start,
         history=history, supports_evaluated=len(seen),
     )
+
+
+def solve_exact(
+    problem: LayerProblem,
+    time_limit: float = 60.0,
+    mip_gap: float = 1e-4,
+    cuts: str = "perspective",
+    progress: bool = False,
+) -> MIPResult:
+    """Deprecated: :func:`solve_outer_approximation` (same arguments, keywords after
+    ``problem``)."""
+    warn_deprecated("solve_exact", "solve_outer_approximation")
+    return solve_outer_approximation(problem, time_limit=time_limit, mip_gap=mip_gap, cuts=cuts,
+                                     progress=progress)

@@ -11,11 +11,15 @@
   perspective cuts for the ridge terms), converging to the conic value from below.
 
 Each returns a :class:`Relaxation` with ``value``, ``weight`` (out, d) and ``z`` (n_groups,).
+:data:`RELAXATIONS` maps their names (``"big_m"``, ``"perspective"``, ``"perspective_lp"``) to
+the functions, which all accept ``(problem, *, time_limit=...)``; :func:`relaxation` solves one by
+name.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +31,14 @@ from mip._problem import LayerProblem
 from mip._solver import highs, require
 from mip._support_fit import fit_support
 
-__all__ = ["Relaxation", "big_m_relaxation", "perspective_relaxation", "perspective_lp_relaxation"]
+__all__ = [
+    "RELAXATIONS",
+    "Relaxation",
+    "big_m_relaxation",
+    "perspective_lp_relaxation",
+    "perspective_relaxation",
+    "relaxation",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,3 +146,27 @@ def perspective_lp_relaxation(
         model.add_ridge_cuts(ratio, point["v"] < ridge - scale)
     return Relaxation(value, point["w"], point["z"], time.perf_counter() - start, iteration,
                       converged)
+
+
+RELAXATIONS: dict[str, Callable[..., Relaxation]] = {
+    "big_m": big_m_relaxation,
+    "perspective": perspective_relaxation,
+    "perspective_lp": perspective_lp_relaxation,
+}
+
+
+def relaxation(problem: LayerProblem, name: str, *, time_limit: float = 60.0) -> Relaxation:
+    """The relaxation ``name`` (a key of :data:`RELAXATIONS`) of ``problem``, its solver stopped
+    after ``time_limit`` seconds (RuntimeError where it gives up without a bound).
+
+    >>> from mip._problem import LayerProblem
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((40, 4)); W0 = rng.standard_normal((2, 4))
+    >>> p = LayerProblem.from_data(X, X @ W0.T, group_size=1, lam=0.5, alpha=0.5, M=5.0)
+    >>> r = relaxation(p, "big_m", time_limit=10)
+    >>> r.value <= relaxation(p, "perspective_lp", time_limit=10).value + 1e-6
+    True
+    """
+    if name not in RELAXATIONS:
+        raise ValueError(f"relaxation must be one of {list(RELAXATIONS)}; got {name!r}")
+    return RELAXATIONS[name](problem, time_limit=time_limit)

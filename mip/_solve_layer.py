@@ -19,7 +19,9 @@
 
 The other methods: ``"branch_and_bound"`` (step 2 alone, from scratch), ``"local_search"``
 (steps 1 and 3 at any width: an incumbent and a bound, never a proof unless they meet),
-``"outer_approximation"`` (:func:`mip.solve_exact`, HiGHS MILP masters).
+``"outer_approximation"`` (:func:`mip.solve_outer_approximation`, HiGHS MILP masters).
+:data:`LAYER_SOLVERS` maps each name to its solver; all take ``(problem, *, time_limit, mip_gap,
+progress)`` and :data:`METHODS` lists the names.
 
 Cost (d = n_groups * group_size columns, out outputs, k kept groups, g = group_size): the
 statistics take ``8 d^2`` bytes and every step works on them, never on the calibration data; the
@@ -32,6 +34,7 @@ move ``O((k g)^2 (n - k) g)``; one FISTA step ``O(out * d^2)``. :func:`check_mem
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -44,9 +47,8 @@ from mip._problem import LayerProblem
 from mip._result import MIPResult, relative_gap
 from mip._support_fit import fit_support, ridge_solution
 
-__all__ = ["METHODS", "check_memory", "solve_layer"]
+__all__ = ["LAYER_SOLVERS", "METHODS", "check_memory", "solve_layer"]
 
-METHODS = ("auto", "branch_and_bound", "local_search", "outer_approximation")
 BRANCH_AND_BOUND_GROUPS = 64  # auto: branch when at most this many groups
 MEMORY_LIMIT = 4 * 2**30  # bytes of working memory solve_layer may plan for
 
@@ -140,53 +142,17 @@ def magnitude_support(problem: LayerProblem, size: int,
     return keep
 
 
-def solve_layer(
-    problem: LayerProblem,
-    time_limit: float = 60.0,
-    mip_gap: float = 1e-4,
-    method: str = "auto",
-    *,
-    progress: bool = False,
-) -> MIPResult:
-    """Solve the layer MIP ``problem`` to relative gap ``mip_gap`` within ``time_limit`` seconds
-    for the whole call (module docstring). Returns a :class:`mip.MIPResult`: ``status``
-    ``"optimal"`` when the gap is closed, else ``"time_limit"`` with the incumbent and a valid
-    bound.
-
-    >>> rng = np.random.default_rng(0)
-    >>> X = rng.standard_normal((80, 12)); W0 = rng.standard_normal((3, 12))
-    >>> p = LayerProblem.from_data(X, X @ W0.T, group_size=1, lam=0.3, alpha=0.5, M=9.0,
-    ...                            max_keep=5)
-    >>> r = solve_layer(p, time_limit=10)
-    >>> r.status, int(r.keep.sum()) <= 5, r.bound <= r.objective
-    ('optimal', True, True)
-    """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}; got {method!r}")
-    check_limits(time_limit, mip_gap)
-    check_memory(problem)
+def _bound_incumbent(problem: LayerProblem, time_limit: float, mip_gap: float, progress: bool,
+                     branch: bool) -> MIPResult:
+    """Steps 1 and then 2 (``branch``) or 3 of the module docstring, within ``time_limit``."""
     start = time.perf_counter()
     deadline = start + time_limit
-    n = problem.n_groups
-    if _trivial(problem):
-        value = float(problem.yty.sum())
-        return MIPResult(np.zeros(n, bool), np.zeros((problem.n_out, problem.d)), value, value,
-                         0.0, "optimal", 0, time.perf_counter() - start,
-                         [{"iteration": 0, "lower": value, "upper": value, "seconds": 0.0}])
-    if method == "branch_and_bound":
-        return solve_branch_and_bound(problem, time_limit, mip_gap, progress)
-    if method == "outer_approximation":
-        from mip._outer_approximation import solve_exact
-
-        return solve_exact(problem, time_limit=time_limit, mip_gap=mip_gap, progress=progress)
-
     history = []
 
     def note(iteration: int, lower: float, upper: float) -> None:
         history.append({"iteration": iteration, "lower": lower, "upper": upper,
                         "seconds": time.perf_counter() - start})
 
-    branch = method == "auto" and n <= BRANCH_AND_BOUND_GROUPS
     primal_deadline = start + (0.2 if branch else 0.4) * time_limit
     path = greedy_backward(problem, primal_deadline)
     keep, W, value = primal(problem, primal_deadline, path=path)
@@ -223,3 +189,78 @@ def solve_layer(
     status = "optimal" if gap <= mip_gap else "time_limit"
     return MIPResult(keep, W, value, bound, gap, status, root.iterations,
                      time.perf_counter() - start, history)
+
+
+def _auto(problem: LayerProblem, *, time_limit: float = 60.0, mip_gap: float = 1e-4,
+          progress: bool = False) -> MIPResult:
+    """``method="auto"``: local search, then branch and bound on layers of at most
+    ``BRANCH_AND_BOUND_GROUPS`` groups, the perspective bound on wider ones."""
+    branch = problem.n_groups <= BRANCH_AND_BOUND_GROUPS
+    return _bound_incumbent(problem, time_limit, mip_gap, progress, branch)
+
+
+def _local_search(problem: LayerProblem, *, time_limit: float = 60.0, mip_gap: float = 1e-4,
+                  progress: bool = False) -> MIPResult:
+    """``method="local_search"``: local search and the perspective bound at any width."""
+    return _bound_incumbent(problem, time_limit, mip_gap, progress, branch=False)
+
+
+def _branch_and_bound(problem: LayerProblem, *, time_limit: float = 60.0, mip_gap: float = 1e-4,
+                      progress: bool = False) -> MIPResult:
+    """``method="branch_and_bound"``: :func:`mip.solve_branch_and_bound` from scratch."""
+    return solve_branch_and_bound(problem, time_limit, mip_gap, progress)
+
+
+def _outer_approximation(problem: LayerProblem, *, time_limit: float = 60.0,
+                         mip_gap: float = 1e-4, progress: bool = False) -> MIPResult:
+    """``method="outer_approximation"``: :func:`mip.solve_outer_approximation` (imported on first
+    use: it loads Pyomo)."""
+    from mip._outer_approximation import solve_outer_approximation
+
+    return solve_outer_approximation(problem, time_limit=time_limit, mip_gap=mip_gap,
+                                     progress=progress)
+
+
+LAYER_SOLVERS: dict[str, Callable[..., MIPResult]] = {
+    "auto": _auto,
+    "branch_and_bound": _branch_and_bound,
+    "local_search": _local_search,
+    "outer_approximation": _outer_approximation,
+}
+METHODS = tuple(LAYER_SOLVERS)
+
+
+def solve_layer(
+    problem: LayerProblem,
+    time_limit: float = 60.0,
+    mip_gap: float = 1e-4,
+    method: str = "auto",
+    *,
+    progress: bool = False,
+) -> MIPResult:
+    """Solve the layer MIP ``problem`` to relative gap ``mip_gap`` within ``time_limit`` seconds
+    for the whole call (module docstring). Returns a :class:`mip.MIPResult`: ``status``
+    ``"optimal"`` when the gap is closed, else ``"time_limit"`` with the incumbent and a valid
+    bound.
+
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((80, 12)); W0 = rng.standard_normal((3, 12))
+    >>> p = LayerProblem.from_data(X, X @ W0.T, group_size=1, lam=0.3, alpha=0.5, M=9.0,
+    ...                            max_keep=5)
+    >>> r = solve_layer(p, time_limit=10)
+    >>> r.status, int(r.keep.sum()) <= 5, r.bound <= r.objective
+    ('optimal', True, True)
+    """
+    if method not in LAYER_SOLVERS:
+        raise ValueError(f"method must be one of {list(METHODS)}; got {method!r}")
+    check_limits(time_limit, mip_gap)
+    check_memory(problem)
+    start = time.perf_counter()
+    n = problem.n_groups
+    if _trivial(problem):
+        value = float(problem.yty.sum())
+        return MIPResult(np.zeros(n, bool), np.zeros((problem.n_out, problem.d)), value, value,
+                         0.0, "optimal", 0, time.perf_counter() - start,
+                         [{"iteration": 0, "lower": value, "upper": value, "seconds": 0.0}])
+    return LAYER_SOLVERS[method](problem, time_limit=time_limit, mip_gap=mip_gap,
+                                progress=progress)

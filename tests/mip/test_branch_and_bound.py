@@ -46,7 +46,7 @@ def test_equals_scip(case):
 def test_agrees_with_the_outer_approximation_on_a_14_group_instance():
     problem = random_problem(np.random.default_rng(7), 14, 1, 2, max_keep=6)
     ours = mip.solve_branch_and_bound(problem, mip_gap=1e-6)
-    oa = mip.solve_exact(problem, mip_gap=1e-6, time_limit=300)
+    oa = mip.solve_outer_approximation(problem, mip_gap=1e-6, time_limit=300)
     assert ours.status == oa.status == "optimal"
     assert ours.objective == pytest.approx(oa.objective, rel=1e-5)
 

@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 
 import mip
-from mip import KnapsackProblem, solve_knapsack, solve_knapsack_lagrangian
+from mip import KnapsackProblem, solve_knapsack
+
+
+def solve_lagrangian(problem: KnapsackProblem, **options):
+    return solve_knapsack(problem, method="lagrangian", **options)
 
 
 def random_knapsack(
@@ -112,11 +116,11 @@ def test_lagrangian_against_brute_force(seed):
     G, K = shape_of(seed)
     problem = random_knapsack(seed, G, K, ties=seed % 4 != 3)
     optimum, _ = brute_force(problem)
-    bare = solve_knapsack_lagrangian(problem, repair_groups=0)
+    bare = solve_lagrangian(problem, repair_groups=0)
     check_feasible(problem, bare)
     assert bare.bound <= optimum * (1 + 1e-12) + 1e-12
     assert bare.objective - optimum <= bare.gap * abs(bare.objective) * (1 + 1e-9) + 1e-12
-    repaired = solve_knapsack_lagrangian(problem)
+    repaired = solve_lagrangian(problem)
     check_feasible(problem, repaired)
     assert repaired.objective == pytest.approx(optimum, rel=1e-6)
 
@@ -142,7 +146,7 @@ def test_never_worse_than_uniform_at_its_own_size(seed):
         uniform = np.full(G, k)
         budget = problem.size_used(uniform)
         at = dataclasses.replace(problem, budget=budget)
-        for result in (solve_knapsack(at), solve_knapsack_lagrangian(at)):
+        for result in (solve_knapsack(at), solve_lagrangian(at)):
             check_feasible(at, result)
             assert result.objective <= at.objective(uniform) * (1 + 1e-6)
         beaten += solve_knapsack(at).objective < at.objective(uniform) * (1 - 1e-3)
@@ -158,7 +162,7 @@ def test_lagrangian_gap_bounds_its_suboptimality(seed):
     assert exact.status == "optimal"
     gaps = []
     for repair in (0, 2000):
-        lag = solve_knapsack_lagrangian(problem, repair_groups=repair)
+        lag = solve_lagrangian(problem, repair_groups=repair)
         check_feasible(problem, lag)
         assert lag.bound <= exact.objective * (1 + 1e-9)
         suboptimality = (lag.objective - exact.objective) / abs(lag.objective)
@@ -190,7 +194,7 @@ def test_budget_exact_with_fractional_sizes():
         target = rng.integers(0, K, G)
         problem = KnapsackProblem(cost, size, 0.0)
         problem = dataclasses.replace(problem, budget=problem.size_used(target))
-        for result in (solve_knapsack(problem), solve_knapsack_lagrangian(problem)):
+        for result in (solve_knapsack(problem), solve_lagrangian(problem)):
             check_feasible(problem, result)
             assert result.objective <= problem.objective(target) * (1 + 1e-6), trial
 
@@ -200,7 +204,7 @@ def test_ties_merge_transitively_and_hold():
     size = np.array([[1, 2], [1, 2], [1, 2], [1, 2]])
     problem = KnapsackProblem(cost, size, 7, ties=[(0, 1), (1, 2)])  # 0 ~ 1 ~ 2
     assert problem.merged.n_groups == 2
-    for result in (solve_knapsack(problem), solve_knapsack_lagrangian(problem)):
+    for result in (solve_knapsack(problem), solve_lagrangian(problem)):
         assert result.choice[0] == result.choice[1] == result.choice[2]
         check_feasible(problem, result)
     assert brute_force(problem)[0] == pytest.approx(solve_knapsack(problem).objective)
@@ -214,7 +218,7 @@ def test_budget_below_minimum_names_it(ties):
     minimum = 2 + 1 + 1 if not ties else 5 + 1  # merged 0 ~ 1: options (5, 5) -> min 5
     assert problem.min_budget == minimum
     message = f"below the minimum feasible size budget {float(minimum)!r}"
-    for solve in (solve_knapsack, solve_knapsack_lagrangian):
+    for solve in (solve_knapsack, solve_lagrangian):
         with pytest.raises(ValueError, match=re.escape(message)):
             solve(problem)
     solve_knapsack(dataclasses.replace(problem, budget=minimum))  # exactly the minimum works
@@ -231,7 +235,7 @@ def test_extra_budget_below_minimum_and_joint_infeasibility():
     with pytest.raises(ValueError, match="jointly infeasible"):
         solve_knapsack(jointly)
     with pytest.raises(ValueError, match="extra resources use mip.solve_knapsack"):
-        solve_knapsack_lagrangian(dataclasses.replace(problem, extra_budget=[10.0]))
+        solve_lagrangian(dataclasses.replace(problem, extra_budget=[10.0]))
 
 
 @pytest.mark.parametrize(
@@ -282,7 +286,7 @@ def test_missing_options_are_never_chosen():
     available = np.ones((50, 4), bool)
     available[:, 3] = False
     problem = KnapsackProblem(cost, rng.integers(1, 9, (50, 4)), 250, available=available)
-    for result in (solve_knapsack(problem), solve_knapsack_lagrangian(problem)):
+    for result in (solve_knapsack(problem), solve_lagrangian(problem)):
         assert (result.choice != 3).all()
         check_feasible(problem, result)
 
@@ -291,20 +295,77 @@ def test_unbounded_budget_takes_the_cheapest_options():
     rng = np.random.default_rng(4)
     cost, size = rng.uniform(0, 1, (20, 3)), rng.uniform(1, 2, (20, 3))
     problem = KnapsackProblem(cost, size, np.inf)
-    for result in (solve_knapsack(problem), solve_knapsack_lagrangian(problem)):
+    for result in (solve_knapsack(problem), solve_lagrangian(problem)):
         assert result.choice.tolist() == cost.argmin(axis=1).tolist()
         assert result.gap <= 1e-12  # the dual value at mu = 0, less its round-off margin
 
 
 def test_public_names():
     for name in ("KnapsackProblem", "KnapsackResult", "solve_knapsack",
-                 "solve_knapsack_lagrangian"):
+                 "solve_knapsack_lagrangian", "KNAPSACK_METHODS"):
         assert name in mip.__all__ and getattr(mip, name) is not None
+
+
+def same_result(a, b) -> bool:
+    """Every field of two KnapsackResults equal, but the wall time."""
+    fields = [f.name for f in dataclasses.fields(a) if f.name != "seconds"]
+    return all(np.array_equal(getattr(a, f), getattr(b, f), equal_nan=f == "multiplier")
+               if f in ("choice", "extra_used", "multiplier") else getattr(a, f) == getattr(b, f)
+               for f in fields)
+
+
+@pytest.mark.parametrize("seed", SEEDS[::3])
+def test_methods_against_brute_force(seed):
+    """``"auto"`` is ``"milp"`` (the old solve_knapsack, field for field), both optimal; and
+    ``"lagrangian"`` (the old solve_knapsack_lagrangian) is optimal with its repair."""
+    G, K = shape_of(seed)
+    problem = random_knapsack(seed, G, K, ties=seed % 4 != 3, extra=seed % 6 == 0)
+    optimum, _ = brute_force(problem)
+    for reduce in (True, False):
+        auto = solve_knapsack(problem, reduce=reduce)
+        milp = solve_knapsack(problem, method="milp", reduce=reduce)
+        assert same_result(auto, milp)
+        check_feasible(problem, milp)
+        assert milp.status == "optimal" and milp.objective == pytest.approx(optimum, rel=1e-6)
+    if problem.extra is None:
+        lagrangian = solve_knapsack(problem, method="lagrangian")
+        check_feasible(problem, lagrangian)
+        assert lagrangian.objective == pytest.approx(optimum, rel=1e-6)
+        assert lagrangian.method in ("lagrangian", "lagrangian+milp")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 5])
+def test_deprecated_lagrangian_alias_warns_and_equals_the_method(seed):
+    problem = random_knapsack(seed, 40, 5)
+    for options in ({}, {"repair_groups": 0}, {"max_iterations": 3, "mip_gap": 1e-3}):
+        new = solve_knapsack(problem, method="lagrangian", **options)
+        with pytest.warns(DeprecationWarning, match=re.escape(
+                "solve_knapsack_lagrangian is deprecated; use solve_knapsack(problem, "
+                'method="lagrangian")')):
+            old = mip.solve_knapsack_lagrangian(problem, **options)
+        assert same_result(old, new)
+    with pytest.warns(DeprecationWarning):  # the old positional order still works
+        old = mip.solve_knapsack_lagrangian(problem, 1e-3, 0, 30.0, 3)
+    new = solve_knapsack(problem, method="lagrangian", mip_gap=1e-3, repair_groups=0,
+                         time_limit=30.0, max_iterations=3)
+    assert same_result(old, new)
+
+
+def test_bad_method_and_settings():
+    problem = random_knapsack(0, 4, 3)
+    with pytest.raises(ValueError, match="method must be one of .'auto', 'milp', 'lagrangian'"):
+        solve_knapsack(problem, method="greedy")
+    with pytest.raises(ValueError, match="repair_groups >= 0"):
+        solve_knapsack(problem, method="lagrangian", repair_groups=-1)
+    with pytest.raises(ValueError, match="time_limit > 0"):
+        solve_knapsack(problem, time_limit=0)
+    with pytest.raises(TypeError):  # keywords after the problem
+        solve_knapsack(problem, 60.0)
 
 
 def test_knapsack_solvers_import_without_torch():
     code = ("import sys, mip; p = mip.KnapsackProblem([[1.0, 2.0]], [[2, 1]], 1); "
-            "mip.solve_knapsack(p); mip.solve_knapsack_lagrangian(p); "
+            "mip.solve_knapsack(p); mip.solve_knapsack(p, method='lagrangian'); "
             "assert 'torch' not in sys.modules, 'mip imported torch'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

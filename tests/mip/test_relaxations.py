@@ -14,7 +14,7 @@ CASES = [(5, 1, 2, None), (6, 3, 1, None), (7, 2, 2, 3), (8, 1, 3, None), (6, 2,
 def test_relaxation_chain_and_spr_link(case):
     n, k, out, max_keep = case
     problem = random_problem(np.random.default_rng(100 + n), n, k, out, max_keep)
-    optimum = mip.solve_exact(problem).objective
+    optimum = mip.solve_outer_approximation(problem).objective
     big_m = mip.big_m_relaxation(problem)
     persp = mip.perspective_relaxation(problem)
     lp = mip.perspective_lp_relaxation(problem, tol=1e-6)

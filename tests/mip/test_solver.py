@@ -18,7 +18,7 @@ def test_missing_package_names_what_to_install():
 def test_module_scan_survives_pyomo_placeholders():
     """pickle.whichmodule (reached by torch.compile's cache) scans sys.modules; Pyomo's
     placeholders for uninstalled optional packages used to make that scan raise."""
-    mip.solve_exact(random_problem(np.random.default_rng(0), 4))
+    mip.solve_outer_approximation(random_problem(np.random.default_rng(0), 4))
     mip.big_m_relaxation(random_problem(np.random.default_rng(0), 4))
     assert pickle.whichmodule(object(), "no_such_name_anywhere") == "__main__"
 

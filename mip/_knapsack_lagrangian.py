@@ -1,6 +1,7 @@
-"""Lagrangian relaxation of the multiple-choice knapsack, for very many groups.
+"""Lagrangian relaxation of the multiple-choice knapsack: the dual bound and a feasible solution.
 
-Relax the size budget of the knapsack (:mod:`mip._knapsack`) with a multiplier ``mu >= 0``::
+Relax the size budget of the knapsack (:mod:`mip._knapsack_problem`) with a multiplier
+``mu >= 0``::
 
     L(mu) = min_x  sum_{g,k} c[g,k] x[g,k] + mu * (sum_{g,k} s[g,k] x[g,k] - S)
           = sum_g  min_k (c[g,k] + mu*s[g,k])  -  mu*S          (one option per group)
@@ -18,35 +19,33 @@ bracketing choices cross, which is the dual optimum ``max_mu L(mu)`` when one br
 (Shoham & Gersho's convex-hull bit allocation). The reported bound is the best ``L`` evaluated,
 lowered by a bound on its summation round-off, so it is a true lower bound. ``x(mu_hi)`` is
 feasible; a greedy pass then spends the remaining budget on the moves with the best cost decrease
-per bit (rounds of vectorised prefix sums), and, when the gap is still above the target, the MILP
-(:func:`mip._knapsack._solve_milp`) repairs it over the *core*: the groups for which some option
-other than the incumbent's has reduced cost ``rc[g,k] = c + mu*s - min_j(c + mu*s)`` with
-``L(mu) + rc[g,k] <= UB`` (the other options provably cannot appear in a better solution, so the
-core MILP's optimum and bound are those of the whole problem).
+per bit (rounds of vectorised prefix sums). The multiplier and bound also drive the reduced-cost
+fixing of :func:`mip._knapsack_milp.reduced_cost_core`.
 
-Ties are merged as in the MILP (tied groups become one group with summed cost and size). Extra
-resources are refused: relaxing them too would need one multiplier per resource and a search over
-several dimensions instead of a bisection; :func:`mip.solve_knapsack` handles them exactly.
+Works on the merged problem (ties merged, :class:`mip._knapsack_problem.MergedKnapsack`). Extra
+resources are not relaxed here: that would need one multiplier per resource and a search over
+several dimensions instead of a bisection.
+
+>>> from mip._knapsack_problem import KnapsackProblem
+>>> p = KnapsackProblem(cost=[[4.0, 1.0], [3.0, 2.0], [5.0, 0.5]],
+...                     size=[[1, 3], [1, 2], [1, 4]], budget=7)
+>>> lag = lagrangian_solution(p.merged, p)  # the optimum is 6.5 (mip.solve_knapsack)
+>>> lag.choice.tolist(), lag.objective, round(lag.bound, 9), lag.multiplier
+([1, 1, 0], 8.0, 6.0, 1.5)
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
-from mip._knapsack import (
-    KnapsackProblem,
-    KnapsackResult,
-    MergedKnapsack,
-    _solve_milp,
-)
+from mip._knapsack_problem import KnapsackProblem, MergedKnapsack
 from mip._result import relative_gap
 
-__all__ = ["greedy_fill", "lagrangian_solution", "reduced_cost_core", "solve_knapsack_lagrangian"]
+__all__ = ["greedy_fill", "lagrangian_solution"]
 
 _EPS = np.finfo(np.float64).eps
 
@@ -227,91 +226,3 @@ def greedy_fill(
     if problem.size_used(merged.expand(current)) > S:
         return choice
     return current
-
-
-def reduced_cost_core(
-    merged: MergedKnapsack, mu: float, dual: float, upper: float, incumbent: NDArray[np.int64]
-) -> NDArray[np.bool_]:
-    """(G', K) the options that may still appear in a solution better than ``upper``.
-
-    Option k of group g is dropped when ``dual + rc[g, k] > upper`` (module docstring), with a
-    round-off margin that keeps it in doubt; the incumbent's options are always kept.
-    """
-    v = merged.cost + mu * merged.size
-    rc = v - v.min(axis=1, keepdims=True)
-    margin = 1e-9 * (abs(upper) + abs(dual)) + 1e-12
-    keep = merged.available & (dual + rc <= upper + margin)
-    keep[np.arange(merged.n_groups), incumbent] = True
-    return keep
-
-
-def solve_knapsack_lagrangian(
-    problem: KnapsackProblem,
-    mip_gap: float = 1e-6,
-    repair_groups: int = 2000,
-    time_limit: float = 60.0,
-    max_iterations: int = 200,
-) -> KnapsackResult:
-    """Solve ``problem`` (size budget only) by bisection on the Lagrange multiplier.
-
-    Args:
-        problem: a :class:`mip.KnapsackProblem` without extra resources (ties allowed).
-        mip_gap: stop the bisection once ``(objective - bound) / |objective|`` is below it; the
-            MILP repair also runs to this gap.
-        repair_groups: the largest core (groups left after reduced-cost fixing) the MILP repairs;
-            0 turns the repair off (bisection and greedy only).
-        time_limit: seconds for the MILP repair.
-        max_iterations: bisection steps at most.
-
-    Returns:
-        A :class:`mip.KnapsackResult` with ``bound`` the best Lagrangian dual value (or the core
-        MILP's bound when the repair ran and proved more), ``multiplier`` its mu, ``status``
-        ``"optimal"`` when the gap is within ``mip_gap``, else ``"feasible"``.
-
-    Raises:
-        ValueError: extra resources (use :func:`mip.solve_knapsack`), or a size budget below the
-            minimum feasible one (the message names it).
-
-    >>> rng = np.random.default_rng(0)
-    >>> bits = np.array([2.0, 3.0, 4.0, 8.0])
-    >>> n = rng.integers(100, 1000, size=(5000, 1))
-    >>> p = KnapsackProblem(cost=n * 4.0 ** -bits * rng.uniform(0.5, 2, (5000, 1)),
-    ...                     size=n * bits, budget=float(3.0 * n.sum()))
-    >>> r = solve_knapsack_lagrangian(p)
-    >>> r.size_used <= p.budget, r.bound <= r.objective, r.gap < 1e-6
-    (True, True, True)
-    """
-    if problem.extra is not None:
-        raise ValueError(
-            "solve_knapsack_lagrangian relaxes the size budget only; for extra resources use "
-            "mip.solve_knapsack (the MILP)")
-    if not (mip_gap >= 0 and time_limit > 0 and repair_groups >= 0 and max_iterations >= 0):
-        raise ValueError("need mip_gap >= 0, time_limit > 0, repair_groups >= 0 and "
-                         "max_iterations >= 0")
-    start = time.perf_counter()
-    problem.check_budgets()
-    merged = problem.merged
-    lag = lagrangian_solution(merged, problem, mip_gap=mip_gap, max_iterations=max_iterations)
-    lower, upper, choice = lag.bound, lag.objective, lag.choice
-    method, core = "lagrangian", 0
-    if relative_gap(upper, lower) > mip_gap and repair_groups > 0:
-        keep = reduced_cost_core(merged, lag.multiplier, lower, upper, choice)
-        core = int((keep.sum(axis=1) > 1).sum())
-        if 0 < core <= repair_groups:
-            method = "lagrangian+milp"
-            remaining = max(time_limit - (time.perf_counter() - start), 1e-3)
-            repaired, bound, _ = _solve_milp(merged, problem, keep, remaining, mip_gap)
-            lower = max(lower, bound)
-            if repaired is not None:
-                value = problem.objective(merged.expand(repaired))
-                if value < upper:
-                    upper, choice = value, repaired
-    expanded = merged.expand(choice)
-    gap = relative_gap(upper, lower)
-    return KnapsackResult(
-        choice=expanded, objective=upper, bound=min(lower, upper), gap=gap,
-        status="optimal" if gap <= mip_gap else "feasible", seconds=time.perf_counter() - start,
-        size_used=problem.size_used(expanded), extra_used=problem.extra_used(expanded),
-        method=method, multiplier=lag.multiplier, core_groups=core, iterations=lag.iterations,
-        history=lag.history,
-    )
