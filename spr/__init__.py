@@ -5,6 +5,8 @@ Public API:
     spr_prox                     proximal operator of lam*SPR for M = inf
     SPRegularizer                the training penalty as an nn.Module
     GroupLassoRegularizer        the group-lasso baseline with SPR's grouping and scaling
+    spr_group_penalty,           per-group penalties (W, M, alpha) -> (G,) for
+      group_lasso_penalty        SPRegularizer(..., penalty=...)
     reference_M                  the paper's M per block from a trained dense model
     train, evaluate              the plain SGD loop (optionally with SPR) and top-1 accuracy
     threshold_search             largest global magnitude threshold within an accuracy drop
@@ -33,16 +35,18 @@ from spr._closed_form import spr_indicator, spr_penalty
 from spr._config import PruneConfig
 from spr._counting import Size, count_macs, count_params, mac_weights, macs_by_layer, measure
 from spr._group_lasso import GroupLassoRegularizer
-from spr._pipeline import reference_M, run_pipeline
+from spr._penalties import group_lasso_penalty, spr_group_penalty
+from spr._pipeline import run_pipeline
 from spr._prox import spr_prox
 from spr._prune_to_budget import prune_to_budget, reconstruct
-from spr._regularizer import SPRegularizer
+from spr._regularizer import SPRegularizer, reference_M
 from spr._serialize import load_pruned, save_pruned
 from spr._solve_mip import LayerSolution, keep_curve, layer_problem, solve_mip
 from spr._structure import structural_decision, zero_dead_groups
 from spr._surgery import PruningError, layer_widths, remove_pruned
 from spr._threshold import ThresholdResult, threshold_search
 from spr._training import evaluate, train
+from spr._version import __version__  # noqa: F401  (spr.__version__)
 
 __all__ = [
     "BudgetPlan",
@@ -60,6 +64,7 @@ __all__ = [
     "count_params",
     "data",
     "evaluate",
+    "group_lasso_penalty",
     "keep_curve",
     "layer_problem",
     "layer_widths",
@@ -76,6 +81,7 @@ __all__ = [
     "run_pipeline",
     "save_pruned",
     "solve_mip",
+    "spr_group_penalty",
     "spr_indicator",
     "spr_penalty",
     "spr_prox",
@@ -84,4 +90,4 @@ __all__ = [
     "train",
     "zero_dead_groups",
 ]
-__version__ = "0.1.0"
+

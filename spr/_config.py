@@ -179,8 +179,9 @@ class PruneConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        from spr import data, models  # late: these import torch
-        from spr._groups import GROUPINGS
+        from spr._groups import GROUPINGS  # late: these import torch
+        from spr.data import DATASETS
+        from spr.models import MODELS
 
         hints = typing.get_type_hints(type(self))
         for f in fields(self):  # types first: a string "ten" must not reach a comparison
@@ -189,13 +190,11 @@ class PruneConfig:
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number {allowed}; got {value}")
-        if self.arch not in models.MODELS:
-            raise ValueError(
-                f"unknown architecture {self.arch!r}; choose one of {sorted(models.MODELS)}"
-            )
-        if self.dataset not in data.DATASETS:
+        if self.arch not in MODELS:
+            raise ValueError(f"unknown architecture {self.arch!r}; choose one of {sorted(MODELS)}")
+        if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of "
-                             f"{sorted(data.DATASETS)}")
+                             f"{sorted(DATASETS)}")
         check_alpha(self.alpha)
         if self.penalty not in PENALTIES:
             raise ValueError(f"penalty must be one of {PENALTIES}; got {self.penalty!r}")

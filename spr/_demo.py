@@ -5,7 +5,7 @@ reference, SPR training, then the budget stated up front — half the dense netw
 :func:`spr.prune_to_budget` (keep-k curves of the layer MIP at every consumer, a knapsack over
 them, sequential refit; certified), physical removal and a short fine-tune. Prints the time it
 expects before it starts (measured: a few timed SGD steps times the steps to come, see
-:func:`spr._pipeline.estimate_seconds`, plus the budget's time limit) and the time it took at the
+:func:`spr._estimate.estimate_seconds`, plus the budget's time limit) and the time it took at the
 end, a before/after table and the certificate; writes ``results.json`` and ``demo.png`` into the
 output folder.
 """
@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from spr import data as spr_data
+import spr.data as spr_data
 from spr._atomic import write_text_atomic
 from spr._config import PruneConfig
 from spr._estimate import estimate_seconds, format_seconds
-from spr._pipeline import reference_M, run_pipeline
-from spr._regularizer import SPRegularizer
+from spr._pipeline import run_pipeline
+from spr._regularizer import SPRegularizer, reference_M
 from spr._run import _Run
 from spr._serialize import load_pruned
 from spr.models import small_cnn

@@ -10,14 +10,13 @@ import time
 import torch
 
 from spr._distributed import RankBatches
-from spr._group_lasso import GroupLassoRegularizer
+from spr._penalties import PENALTY_FUNCTIONS
 from spr._regularizer import SPRegularizer
 from spr._run import STAGES, _Run
 from spr._training import make_optimizer
 
 __all__ = ["estimate_seconds", "format_seconds"]
 
-PENALTY_CLASSES = {"spr": SPRegularizer, "group_lasso": GroupLassoRegularizer}
 
 
 def format_seconds(seconds: float) -> str:
@@ -64,8 +63,8 @@ def _timed_estimate(run: _Run, order: int, left: dict[str, int]) -> dict:
         batch = next(batches)
         # a tiny learning rate: the same cost per step, and no divergence of the copy
         optimizer, _ = make_optimizer(model, 1, 1, 1e-9, config.momentum, config.weight_decay)
-        reg = PENALTY_CLASSES[config.penalty](model, config.lam, config.alpha, M="auto",
-                                              groups=config.groups)
+        reg = SPRegularizer(model, config.lam, config.alpha, M="auto", groups=config.groups,
+                            penalty=PENALTY_FUNCTIONS[config.penalty])
 
         def timed(penalty) -> float:
             if run.device.type == "cuda":

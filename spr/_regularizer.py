@@ -1,4 +1,5 @@
-"""``SPRegularizer``: the Structured Perspective Regularizer as a loss term for a PyTorch model."""
+"""``SPRegularizer``: the Structured Perspective Regularizer as a loss term for a PyTorch model,
+and :func:`reference_M`, the paper's big-M bounds from a trained dense model."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from spr._checks import check_alpha, check_nonnegative, check_positive
-from spr._closed_form import _spr_indicator, _spr_penalty
+from spr._closed_form import _spr_indicator
 from spr._groups import (
     BlockSource,
     Parts,
@@ -18,8 +19,9 @@ from spr._groups import (
     resolve_exclude,
     unwrap,
 )
+from spr._penalties import Penalty, spr_group_penalty
 
-__all__ = ["SPRegularizer"]
+__all__ = ["SPRegularizer", "reference_M"]
 
 
 def _block_matrix(parts: Parts) -> Tensor:
@@ -49,9 +51,10 @@ class SPRegularizer(nn.Module):
     ``G_j`` runs over the groups of block ``b`` (see :mod:`spr._groups` for the groupings),
     ``n_b`` is the block's group length and ``N = sum_b G_b * n_b`` the number of regularised
     entries; ``SPR`` is the closed form of :func:`spr.spr_penalty` with the block's big-M bound
-    ``M_b``. Calling the module returns a scalar to add to the training loss; it never touches
-    ``.grad``. All blocks whose groups have the same layout are evaluated together, so one call
-    costs a few kernels per distinct layer shape, with no Python loop over groups.
+    ``M_b`` (or another per-group ``penalty``, e.g. :func:`spr.group_lasso_penalty`). Calling
+    the module returns a scalar to add to the training loss; it never touches ``.grad``. All
+    blocks whose groups have the same layout are evaluated together, so one call costs a few
+    kernels per distinct layer shape, with no Python loop over groups.
 
     Args:
         model: the network to regularise (read at every call, not registered as a submodule;
@@ -73,6 +76,10 @@ class SPRegularizer(nn.Module):
         block_weights: ``{block name: w_b > 0}`` multiplying each block's groups in the sum
             (default 1): e.g. MACs per entry from :func:`spr.mac_weights`, so that groups that
             cost more compute are pushed harder.
+        penalty: the per-group function ``penalty(W, M, alpha) -> (G,)`` of the (G, n) matrix
+            of a block's groups and their (G,) bounds (see :mod:`spr._penalties`); default
+            :func:`spr.spr_group_penalty`. :func:`spr.GroupLassoRegularizer` passes
+            :func:`spr.group_lasso_penalty`.
 
     Attributes:
         block_names_: the regularised blocks, in evaluation order.
@@ -102,6 +109,7 @@ class SPRegularizer(nn.Module):
         reference: nn.Module | None = None,
         check_finite: bool = True,
         block_weights: Mapping[str, float] | None = None,
+        penalty: Penalty = spr_group_penalty,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -112,6 +120,9 @@ class SPRegularizer(nn.Module):
         self.M_scale = check_positive("M_scale", M_scale)
         self.groups = groups
         self.check_finite = bool(check_finite)
+        if not callable(penalty):
+            raise ValueError(f"penalty must be a function (W, M, alpha) -> (G,); got {penalty!r}")
+        self.penalty = penalty
 
         excluded = (
             default_exclude(model, groups) if exclude is None else resolve_exclude(model, exclude)
@@ -246,17 +257,13 @@ class SPRegularizer(nn.Module):
         total = None
         for index, (_, n, W, bound) in enumerate(self._bucket_matrices()):
             weight = getattr(self, f"weight_bucket{index}")
-            term = (self._group_penalty(W, bound) * weight).sum() * n
+            term = (self.penalty(W, bound, self.alpha) * weight).sum() * n
             total = term if total is None else total + term
         value = total * (self._lam / self.n_entries_)
         if self.check_finite and not torch.compiler.is_compiling():
             if not bool(torch.isfinite(value)):
                 self._raise_non_finite()
         return value
-
-    def _group_penalty(self, W: Tensor, bound: Tensor) -> Tensor:
-        """Per-group value, (G,) for the (G, n) matrix ``W``; subclasses swap the penalty."""
-        return _spr_penalty(W, self.alpha, bound)
 
     def _raise_non_finite(self) -> None:
         for name, parts in self._current_blocks().items():
@@ -279,8 +286,28 @@ class SPRegularizer(nn.Module):
     def extra_repr(self) -> str:
         M = set(self.M_.values())
         M_text = f"{M.pop():g}" if len(M) == 1 else "per block"
+        penalty = ("" if self.penalty is spr_group_penalty
+                   else f", penalty={getattr(self.penalty, '__name__', self.penalty)}")
         return (
             f"lam={self._lam:g}, alpha={self.alpha:g}, M={M_text}, groups={self.groups!r}, "
-            f"blocks={len(self.block_names_)}, entries={self.n_entries_}"
+            f"blocks={len(self.block_names_)}, entries={self.n_entries_}{penalty}"
         )
+
+
+def reference_M(
+    model: nn.Module, groups: str | UserGroups = "conv_bn", M_scale: float = 1.0
+) -> dict[str, float]:
+    """``{block: M_scale * max |entry|}`` of a trained, unregularised model (the paper's M).
+
+    The bounds :class:`SPRegularizer` takes as ``M`` for training another model with the same
+    blocks from scratch (``M="auto"`` would read them from that model's initialisation).
+
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False))
+    >>> with torch.no_grad():
+    ...     _ = net[0].weight.copy_(torch.tensor([3.0, -4.0]).view(2, 1, 1, 1))
+    >>> reference_M(net, groups="conv", M_scale=2.0)
+    {'0': 8.0}
+    """
+    return SPRegularizer(model, lam=0.0, alpha=0.5, M="auto", M_scale=M_scale, groups=groups).M_
 

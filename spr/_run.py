@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from spr import data as spr_data
-from spr import models
+import spr.data as spr_data
+import spr.models as models
 from spr._config import PruneConfig
 from spr._serialize import load_pruned
 from spr._training import evaluate

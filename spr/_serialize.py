@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from spr._atomic import atomic_dir, fsync_path, new_file_mode
+from spr._version import __version__
 from spr.models import PadShortcut
 
 __all__ = ["FORMAT", "WIDTH_ATTRS", "load_pruned", "save_pruned"]
@@ -147,8 +148,6 @@ def save_pruned(model: nn.Module, path: str | os.PathLike) -> Path:
     ...     sorted(p.name for p in save_pruned(nn.Linear(3, 2), f"{tmp}/m").iterdir())
     ['architecture.json', 'model.safetensors']
     """
-    import spr  # late: spr/__init__ imports this module
-
     target = Path(path).absolute()
     if target.exists():
         if not target.is_dir():
@@ -177,7 +176,7 @@ def save_pruned(model: nn.Module, path: str | os.PathLike) -> Path:
             "modules": modules,
             "tensors": {key: list(t.shape) for key, t in tensors.items()},
             "safetensors_sha256": _sha256(tmp / WEIGHTS),
-            "spr_version": spr.__version__,
+            "spr_version": __version__,
         }
         architecture["architecture_sha256"] = _content_sha256(architecture)
         with open(tmp / ARCHITECTURE, "w", encoding="utf-8") as f:

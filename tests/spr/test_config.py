@@ -111,3 +111,10 @@ def test_presets_are_valid_and_overridable():
     assert (quick.arch, quick.lam, quick.train_samples) == ("small_cnn", 3.0, None)
     with pytest.raises(ValueError, match="unknown preset 'fast'"):
         preset_config("fast")
+
+
+def test_every_penalty_name_has_its_function():
+    from spr._config import PENALTIES
+    from spr._penalties import PENALTY_FUNCTIONS
+
+    assert set(PENALTIES) == set(PENALTY_FUNCTIONS)

@@ -335,6 +335,68 @@ def test_group_lasso_baseline_matches_a_per_group_loop():
     assert torch.isfinite(model.conv1.weight.grad).all()
 
 
+def test_the_penalty_is_a_function_of_W_M_alpha():
+    """penalty=f: lam/N * sum_b n_b * sum_j f(W, M, alpha)_j, f given each layout's (G, n)
+    matrix, its (G,) bounds and alpha."""
+    torch.manual_seed(0)
+    model = resnet20(in_channels=1)
+    seen = []
+
+    def scaled_l1(W, M, alpha):
+        seen.append((W.shape[0], M.shape, alpha))
+        return M * W.abs().sum(dim=1)
+
+    reg = spr.SPRegularizer(model, lam=0.7, alpha=0.3, M=2.0, penalty=scaled_l1)
+    from spr._groups import group_parts
+
+    total, entries = 0.0, 0
+    for _, parts in group_parts(model):
+        W = torch.cat([p.detach().double() for p in parts], dim=1)
+        total += W.shape[1] * 2.0 * float(W.abs().sum())
+        entries += W.numel()
+    assert float(reg()) == pytest.approx(0.7 * total / entries, rel=1e-5)
+    assert all(M == (G,) and alpha == 0.3 for G, M, alpha in seen)
+    assert "penalty=scaled_l1" in repr(reg)
+    default = spr.SPRegularizer(model, lam=0.7, alpha=0.3)
+    assert default.penalty is spr.spr_group_penalty and "penalty" not in repr(default)
+    with pytest.raises(ValueError, match="penalty must be a function"):
+        spr.SPRegularizer(model, lam=0.7, alpha=0.3, penalty="group_lasso")
+
+
+def test_group_lasso_regularizer_is_the_module_with_the_group_lasso_penalty():
+    torch.manual_seed(0)
+    model = resnet20(in_channels=1)
+    reg = spr.GroupLassoRegularizer(model, lam=0.7, alpha=0.3, groups="conv")
+    assert isinstance(reg, spr.SPRegularizer) and reg.penalty is spr.group_lasso_penalty
+    same = spr.SPRegularizer(model, lam=0.7, alpha=0.3, M=math.inf, groups="conv",
+                             penalty=spr.group_lasso_penalty)
+    assert torch.equal(reg(), same())
+    assert set(reg.M_.values()) == {math.inf}  # the group lasso has no bound
+
+
+@pytest.mark.parametrize("unused", [{"M": "auto"}, {"M": 3.0, "M_scale": 2.0},
+                                    {"reference": resnet20(in_channels=1)}])
+def test_group_lasso_bound_settings_are_deprecated_and_unused(unused):
+    torch.manual_seed(0)
+    model = resnet20(in_channels=1)
+    with pytest.warns(DeprecationWarning, match="is deprecated; use GroupLassoRegularizer "
+                                                "without it"):
+        old = spr.GroupLassoRegularizer(model, lam=0.7, alpha=0.3, **unused)
+    assert torch.equal(old(), spr.GroupLassoRegularizer(model, lam=0.7, alpha=0.3)())
+    with pytest.raises(TypeError, match="unexpected keyword argument.*'lamda'"):
+        spr.GroupLassoRegularizer(model, lam=0.7, alpha=0.3, lamda=1.0)
+
+
+def test_reference_M_is_the_blocks_max_magnitude():
+    model = spr.models.small_cnn(width=4)
+    M = spr.reference_M(model, M_scale=2.0)
+    with torch.no_grad():
+        expected = 2.0 * max(model[0].weight.abs().max(), model[1].weight.abs().max(),
+                             model[1].bias.abs().max())
+    assert M["0"] == pytest.approx(float(expected))
+    assert M == spr.SPRegularizer(model, lam=1.0, alpha=0.5, M_scale=2.0).M_
+
+
 def test_block_weights_scale_each_block_as_a_per_group_loop_says():
     torch.manual_seed(0)
     model = spr.models.resnet20(in_channels=1)
