@@ -36,19 +36,32 @@ def _remove(path: Path) -> None:
 _FIX = ("restore the file, or discard the checkpoint and start over in this folder with "
         "--restart (restart=True), which keeps a dense reference trained under the same settings")
 
-# records each stage's checkpoint must hold (have) and must not hold yet (not_yet)
+# the prune stage's decision: a threshold run records "threshold", a budgeted run "budget"
+_DECISION = ("threshold", "budget")
+# records each stage's checkpoint must hold (have) and must not hold yet (not_yet); a tuple is
+# one of its keys
 _STAGE_RECORDS = {
-    "reference": ((), ("accuracy_spr", "threshold", "accuracy_pruned", "accuracy_finetuned",
+    "reference": ((), ("accuracy_spr", _DECISION, "accuracy_pruned", "accuracy_finetuned",
                        "spr_history", "finetune_history")),
-    "spr": (("accuracy_dense",), ("accuracy_spr", "threshold", "accuracy_pruned",
+    "spr": (("accuracy_dense",), ("accuracy_spr", _DECISION, "accuracy_pruned",
                                   "accuracy_finetuned", "finetune_history")),
-    "prune": (("accuracy_dense", "accuracy_spr"), ("threshold", "accuracy_pruned",
+    "prune": (("accuracy_dense", "accuracy_spr"), (_DECISION, "accuracy_pruned",
                                                    "accuracy_finetuned", "finetune_history")),
-    "finetune": (("accuracy_dense", "accuracy_spr", "threshold", "accuracy_pruned"),
+    "finetune": (("accuracy_dense", "accuracy_spr", _DECISION, "accuracy_pruned"),
                  ("accuracy_finetuned",)),
-    "done": (("accuracy_dense", "accuracy_spr", "threshold", "accuracy_pruned",
+    "done": (("accuracy_dense", "accuracy_spr", _DECISION, "accuracy_pruned",
               "accuracy_finetuned"), ()),
 }
+
+
+def _held(records: dict, key: str | tuple[str, ...]) -> bool:
+    return any(k in records for k in ((key,) if isinstance(key, str) else key))
+
+
+def _label(key: str | tuple[str, ...]) -> str:
+    return key if isinstance(key, str) else " or ".join(key)
+
+
 # folders that exist once a stage has begun (the checkpoint of that stage)
 _STAGE_FOLDERS = {"reference": (), "spr": ("dense",), "prune": ("dense", "spr"),
                   "finetune": ("dense", "spr"), "done": ("dense", "spr", "pruned")}
@@ -101,11 +114,11 @@ def _check_state(state: Any, out: Path, config: PruneConfig) -> dict:
         raise bad(f"stage {stage!r} at epoch {epoch}, but the config has {epochs} epoch(s) "
                   "for it")
     have, not_yet = _STAGE_RECORDS[stage]
-    missing = [k for k in have if k not in records]
+    missing = [_label(k) for k in have if not _held(records, k)]
     if missing:
         raise bad(f"stage {stage!r}, but the records lack {missing}, which the stages before it "
                   "write (was the stage edited?)")
-    ahead = [k for k in not_yet if k in records]
+    ahead = [_label(k) for k in not_yet if _held(records, k)]
     if ahead:
         raise bad(f"stage {stage!r}, but the records already hold {ahead}, which later stages "
                   "write (was the stage edited?)")

@@ -105,15 +105,6 @@ def test_missing_dataset_says_how_to_get_it_and_writes_nothing(tmp_path):
     assert not (tmp_path / "run" / "dense").exists()
 
 
-def test_reference_M_is_the_blocks_max_magnitude():
-    model = small_cnn(width=4)
-    M = spr.reference_M(model, M_scale=2.0)
-    with torch.no_grad():
-        expected = 2.0 * max(model[0].weight.abs().max(), model[1].weight.abs().max(),
-                             model[1].bias.abs().max())
-    assert M["0"] == pytest.approx(float(expected))
-
-
 def test_group_lasso_baseline_runs_the_same_protocol(tmp_path):
     config = CONFIG.replace(penalty="group_lasso", epochs_spr=1, epochs_finetune=1)
     summary = quiet(config, tmp_path)
@@ -196,3 +187,51 @@ def test_the_estimate_counts_the_steps_left():
     later = estimate_seconds(run, {"stage": "spr", "epoch": 1, "records": {}}, True)
     assert later["epochs_left"] == {"reference": 0, "spr": 1, "finetune": 2}
     assert estimate_seconds(run, {"stage": "done", "epoch": 0, "records": {}}, True) is None
+
+
+def test_the_protocol_is_the_checkpoint_stages_in_order():
+    from spr._run import STAGES
+    from spr._stages import PROTOCOL, Stage
+
+    assert [stage.name for stage in PROTOCOL] + ["done"] == list(STAGES)
+    assert [stage.checkpoint for stage in PROTOCOL] == [False, True, True, True]
+    with pytest.raises(AttributeError):
+        PROTOCOL[0].name = "dense"  # frozen
+    assert all(isinstance(stage, Stage) for stage in PROTOCOL)
+
+
+def test_an_appended_stage_runs_last_on_the_shared_context(tmp_path, monkeypatch):
+    """Adding a stage is appending one: it gets the checkpoint of the fine-tuned network and
+    the run's records, and the run is checkpointed after it. No training: 0 epochs."""
+    import spr._pipeline as pipeline
+    from spr._stages import PROTOCOL, Stage
+
+    def export(context):
+        model, _ = context.resume_model()
+        context.records["exported_widths"] = spr.layer_widths(model)
+        context.save(model, "exported")
+        return model
+
+    monkeypatch.setattr(pipeline, "PROTOCOL", (*PROTOCOL, Stage("export", export)))
+    config = CONFIG.replace(epochs_reference=0, epochs_spr=0, epochs_finetune=0)
+    summary = quiet(config, tmp_path)
+    assert summary["exported_widths"] == summary["widths_pruned"]
+    exported = spr.load_pruned(tmp_path / "exported", small_cnn(10, 1))
+    assert spr.layer_widths(exported) == summary["widths_pruned"]
+    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert (state["stage"], state["epoch"]) == ("done", 0)
+    assert state["records"]["exported_widths"] == summary["widths_pruned"]
+
+
+def test_a_budgeted_run_interrupted_in_fine_tuning_resumes(tmp_path, monkeypatch):
+    """The checkpoint after the budgeted decision holds "budget", not "threshold": the
+    run-folder check accepts either decision (it used to refuse to resume)."""
+    config = CONFIG.replace(budget_macs=0.45, budget_seconds=5.0)
+    Interrupt(monkeypatch, CONFIG.epochs_reference + CONFIG.epochs_spr + 2)
+    with pytest.raises(KeyboardInterrupt):
+        quiet(config, tmp_path)
+    monkeypatch.undo()
+    summary = quiet(config, tmp_path)
+    assert summary["decision"] == "budget"
+    assert summary["macs_pruned"] <= 0.45 * summary["macs_dense"]
+    assert len(summary["history"]["finetune_history"]) == CONFIG.epochs_finetune
