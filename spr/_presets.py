@@ -1,14 +1,14 @@
 """``spr prune --preset``: named starting points for a run's settings.
 
 A preset fills in :class:`spr.PruneConfig` settings; a ``--config`` file and then explicit
-options override it (``spr prune --preset quick --lam 3``). Times are for this project's 2-core
-x86_64 CPU (see the README's measured section); a GPU is far faster for the ResNets.
+options override it (``spr prune --preset quick --lam 3``). Orders of magnitude only, on a
+2-core x86_64 CPU: the measured times are the README's (with the script and machine); a GPU is
+far faster for the ResNets.
 
 - ``quick``: the demo's small CNN on 12,000 Fashion-MNIST images, 5 + 5 + 2 epochs: minutes on
   a 2-core CPU, about 85% dense test accuracy, a pruned network.
 - ``cpu``: ResNet-20 on all 60,000 Fashion-MNIST images (padded to 32x32), 15 + 15 + 8
-  epochs: a few hours on a 2-core CPU (17,822 steps; about 2.2 hours at the 435 ms per step
-  measured with 1 thread at load average 2).
+  epochs: 17,822 SGD steps, a few hours on a 2-core CPU.
 - ``paper``: the paper's CIFAR schedule (docs/mathematics.md §5): ResNet-20, all training images,
   300 epochs dense, 300 with SPR, 200 of fine-tuning, SGD lr 0.1, momentum 0.9, weight decay
   5e-4, batch 128, crop-and-flip augmentation; days on a CPU, meant for a GPU.

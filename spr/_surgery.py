@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -186,24 +187,32 @@ def _check_finite_state(model: nn.Module) -> None:
                 )
 
 
-def _ignored_names(model: nn.Module, ignored_layers: Sequence[nn.Module]) -> list[str]:
-    """The names in ``model`` of ``ignored_layers``, or a clear error."""
-    if not isinstance(ignored_layers, (tuple, list, nn.ModuleList)):
+def _excluded_names(model: nn.Module, exclude: Sequence[nn.Module | str],
+                    keyword: str = "exclude") -> list[str]:
+    """The names in ``model`` of ``exclude`` (modules of the model or their names), or a clear
+    error naming ``keyword``."""
+    if not isinstance(exclude, (tuple, list, nn.ModuleList)):
         raise TypeError(
-            "ignored_layers must be a list or tuple of modules of the model; got a "
-            f"{_type_name(ignored_layers)}"
+            f"{keyword} must be a list or tuple of modules of the model (or their names); got a "
+            f"{_type_name(exclude)}"
         )
     names = {id(module): name for name, module in model.named_modules(remove_duplicate=False)}
+    known = set(names.values())
     out = []
-    for i, layer in enumerate(ignored_layers):
+    for i, layer in enumerate(exclude):
+        if isinstance(layer, str):
+            if layer not in known:
+                raise ValueError(f"{keyword}[{i}]: the model has no submodule named {layer!r}")
+            out.append(layer)
+            continue
         if not isinstance(layer, nn.Module):
             raise TypeError(
-                f"ignored_layers[{i}] must be a torch.nn.Module of the model; got a "
+                f"{keyword}[{i}] must be a torch.nn.Module of the model or its name; got a "
                 f"{_type_name(layer)}"
             )
         if id(layer) not in names:
             raise ValueError(
-                f"ignored_layers[{i}] ({type(layer).__name__}) is not a submodule of the model"
+                f"{keyword}[{i}] ({type(layer).__name__}) is not a submodule of the model"
             )
         out.append(names[id(layer)])
     return out
@@ -230,8 +239,9 @@ def remove_pruned(
     example_inputs: Tensor | Sequence[Tensor],
     *,
     inplace: bool = False,
-    ignored_layers: Sequence[nn.Module] = (),
+    exclude: Sequence[nn.Module | str] = (),
     atol: float = 1e-5,
+    ignored_layers: Sequence[nn.Module] | None = None,
 ) -> nn.Module:
     """Physically remove every dead channel of ``model``; return the smaller network.
 
@@ -240,14 +250,15 @@ def remove_pruned(
         example_inputs: a batch the model's ``forward`` accepts (a tensor or a tuple of them);
             used to trace the graph and to check the result.
         inplace: edit ``model`` itself; by default a deep copy is pruned and ``model`` is kept.
-        ignored_layers: layers whose output channels must stay (the last ``nn.Linear``, the
-            classifier, is always kept).
+        exclude: layers (modules or their names) whose output channels must stay (the last
+            ``nn.Linear``, the classifier, is always kept); ``exclude`` as everywhere in spr.
+        ignored_layers: the deprecated spelling of ``exclude`` (a DeprecationWarning).
         atol: the largest tolerated deviation of the pruned model's outputs (eval mode) from the
             original's, relative to the largest output magnitude.
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``, ``example_inputs`` not a tensor or a
-            tuple of tensors (a numpy array, say), ``ignored_layers`` not modules.
+            tuple of tensors (a numpy array, say), ``exclude`` not modules or names.
         ValueError: ``atol`` is not a finite float >= 0, ``example_inputs`` is empty or not
             finite, an ignored layer is not a submodule of ``model``.
         PruningError: a parameter or buffer has NaN or infinite entries (named), Torch-Pruning
@@ -268,7 +279,14 @@ def remove_pruned(
         raise TypeError(f"model must be a torch.nn.Module; got a {_type_name(model)}")
     inputs = _as_tuple(example_inputs)
     atol = _check_atol(atol)
-    ignored_names = _ignored_names(model, ignored_layers)
+    keyword = "exclude"
+    if ignored_layers is not None:
+        warnings.warn("remove_pruned(ignored_layers=...) is deprecated; use exclude=...",
+                      DeprecationWarning, stacklevel=2)
+        if exclude:
+            raise ValueError("pass exclude or its deprecated spelling ignored_layers, not both")
+        exclude, keyword = ignored_layers, "ignored_layers"
+    ignored_names = _excluded_names(model, exclude, keyword)
     _check_finite_state(model)
     target = model if inplace else copy.deepcopy(model)
     # by name: on the deep copy, the caller's modules are not the ones being pruned

@@ -265,15 +265,28 @@ def test_numpy_and_other_wrong_types_are_refused():
         remove_pruned(net, torch.full((2, 4), float("nan")))
     with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module.*ndarray"):
         remove_pruned(np.zeros((3, 4)), x)
-    with pytest.raises(TypeError, match=r"ignored_layers\[0\].*ndarray"):
-        remove_pruned(net, x, ignored_layers=[np.zeros(3)])
-    with pytest.raises(ValueError, match=r"ignored_layers\[0\].*not a submodule"):
-        remove_pruned(net, x, ignored_layers=[nn.Linear(4, 3)])
+    with pytest.raises(TypeError, match=r"exclude\[0\].*ndarray"):
+        remove_pruned(net, x, exclude=[np.zeros(3)])
+    with pytest.raises(ValueError, match=r"exclude\[0\].*not a submodule"):
+        remove_pruned(net, x, exclude=[nn.Linear(4, 3)])
+    with pytest.raises(ValueError, match=r"exclude\[0\].*no submodule named 'fc'"):
+        remove_pruned(net, x, exclude=["fc"])
     assert net[0].out_features == 3
 
 
 @pytest.mark.parametrize("inplace", [False, True])
-def test_ignored_layers_are_kept_on_the_copy_too(inplace):
+def test_excluded_layers_are_kept_on_the_copy_too(inplace):
     net = _small_net()
-    pruned = remove_pruned(net, torch.randn(2, 4), ignored_layers=[net[0]], inplace=inplace)
+    pruned = remove_pruned(net, torch.randn(2, 4), exclude=[net[0]], inplace=inplace)
     assert pruned[0].out_features == 3
+    by_name = remove_pruned(net, torch.randn(2, 4), exclude=["0"], inplace=inplace)
+    assert by_name[0].out_features == 3
+
+
+def test_ignored_layers_is_a_deprecated_spelling_of_exclude():
+    net, x = _small_net(), torch.randn(2, 4)
+    with pytest.warns(DeprecationWarning, match="use exclude"):
+        pruned = remove_pruned(net, x, ignored_layers=[net[0]])
+    assert pruned[0].out_features == remove_pruned(net, x, exclude=[net[0]])[0].out_features
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match=r"ignored_layers\[0\]"):
+        remove_pruned(net, x, ignored_layers=[nn.Linear(4, 3)])
