@@ -31,7 +31,7 @@ straddle 0 gets a coarser step than UniformQuant's.
 >>> q.quantize(W)
 tensor([[-1.0000,  0.0000,  0.0000,  2.0000],
         [ 0.2666,  0.5332,  0.5332,  0.7998]])
->>> q.bits(W), q.name   # 2 bits x 8 weights + 2 rows x (16-bit scale + 2-bit zero point)
+>>> q.storage_bits(W), q.name  # 2 bits x 8 weights + 2 rows x (16-bit scale + 2-bit zero)
 (52.0, 'asym-int2')
 """
 
@@ -42,6 +42,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from compress_extras._code_bits import with_code_bits
 
 __all__ = ["AsymmetricRTN", "asymmetric_grid", "decode_grid", "grid_codes", "quantize_to_grid"]
 
@@ -140,7 +142,8 @@ def _per_column(values: Tensor, size: int, length: int) -> Tensor:
     return values.repeat_interleave(size, dim=1)[:, :length]
 
 
-@dataclass(frozen=True, init=False)
+@with_code_bits
+@dataclass(frozen=True)
 class AsymmetricRTN:
     """Round-to-nearest on the integer-zero-point grid, a
     :class:`compress_extras.QuantizerOption` (module docstring for the formulas).
@@ -155,21 +158,13 @@ class AsymmetricRTN:
     The name is ``"asym-int{b}"`` or ``"asym-int{b}-g{G}"``.
     """
 
-    bits_per_weight: int
+    bits: int
     per: str = "channel"
     group_size: int = 128
     scale_bits: int = 16
 
-    def __init__(self, bits: int, per: str = "channel", group_size: int = 128,
-                 scale_bits: int = 16) -> None:
-        object.__setattr__(self, "bits_per_weight", bits)
-        object.__setattr__(self, "per", per)
-        object.__setattr__(self, "group_size", group_size)
-        object.__setattr__(self, "scale_bits", scale_bits)
-        self.__post_init__()
-
     def __post_init__(self) -> None:
-        _check_bits(self.bits_per_weight)
+        _check_bits(self.bits)
         if self.per not in ("channel", "group"):
             raise ValueError(f'per must be "channel" or "group"; got {self.per!r}')
         if isinstance(self.group_size, bool) or not isinstance(self.group_size, int) \
@@ -182,7 +177,7 @@ class AsymmetricRTN:
     @property
     def name(self) -> str:
         suffix = f"-g{self.group_size}" if self.per == "group" else ""
-        return f"asym-int{self.bits_per_weight}{suffix}"
+        return f"asym-int{self.bits}{suffix}"
 
     @property
     def columns_per_group(self) -> int | None:
@@ -195,10 +190,10 @@ class AsymmetricRTN:
         (out, n_groups) float16 and zero (out, n_groups) int64."""
         _check_weights(W)
         rows = W.detach().float().reshape(W.shape[0], -1)
-        scale, zero = asymmetric_grid(rows, self.bits_per_weight, self.columns_per_group)
+        scale, zero = asymmetric_grid(rows, self.bits, self.columns_per_group)
         size = rows.shape[1] if self.per == "channel" else self.group_size
         codes = grid_codes(rows, _per_column(scale, size, rows.shape[1]),
-                           _per_column(zero, size, rows.shape[1]), self.bits_per_weight)
+                           _per_column(zero, size, rows.shape[1]), self.bits)
         return codes, scale.to(torch.float16), zero
 
     def decode(self, codes: Tensor, scale: Tensor, zero: Tensor) -> Tensor:
@@ -211,9 +206,9 @@ class AsymmetricRTN:
     def quantize(self, W: Tensor) -> Tensor:
         return self.decode(*self.encode(W)).reshape(W.shape).to(W.dtype)
 
-    def bits(self, W: Tensor) -> float:
+    def storage_bits(self, W: Tensor) -> float:
         length = W[0].numel()
         per_row = 1 if self.per == "channel" else -(-length // self.group_size)
         groups = W.shape[0] * per_row
-        return float(self.bits_per_weight * W.numel()
-                     + groups * (self.scale_bits + self.bits_per_weight))
+        return float(self.bits * W.numel()
+                     + groups * (self.scale_bits + self.bits))

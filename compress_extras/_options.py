@@ -4,12 +4,14 @@ An option maps a weight tensor W (a Linear's (out, in) or a conv's (out, in/grou
 
 - ``quantize(W)``: the *dequantized* weight W_hat, same shape and dtype (what the layer computes
   with after quantization);
-- ``bits(W)``: the storage it costs in bits, overhead included (scales, zero points, codebooks,
-  index codes), a float >= 0;
+- ``storage_bits(W)``: the storage it costs in bits, overhead included (scales, zero points,
+  codebooks, index codes), a float >= 0;
 - ``name``: a short unique label (``"int4"``, ``"int3-g128"``, ``"fp16"``, ``"pruned"``).
 
 The allocator (:func:`compress_extras.allocate_bits`) only uses these three, so the shift, binary
 and index-coding quantizers plug in by implementing the same protocol (a small frozen dataclass).
+An option with a code width calls it ``bits`` (an int: ``UniformQuant(4).bits == 4``); see
+:mod:`compress_extras._code_bits` for the names and their deprecated spellings.
 
 Built-ins:
 
@@ -33,6 +35,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from compress_extras._code_bits import DeprecatedBitsMethod, with_code_bits
+
 __all__ = ["Float16", "Pruned", "QuantizerOption", "UniformQuant"]
 
 
@@ -49,15 +53,16 @@ class QuantizerOption(Protocol):
 
     def quantize(self, W: Tensor) -> Tensor: ...
 
-    def bits(self, W: Tensor) -> float: ...
+    def storage_bits(self, W: Tensor) -> float: ...
 
 
-@dataclass(frozen=True, init=False)
+@with_code_bits
+@dataclass(frozen=True)
 class UniformQuant:
     """Asymmetric min-max round-to-nearest quantization (module docstring for the formula).
 
     Args:
-        bits: bits per weight, 1..16.
+        bits: the code width b, 1..16.
         per: ``"channel"`` (one scale and zero point per output row) or ``"group"`` (per
             ``group_size`` consecutive weights of a row; the last group of a row may be shorter).
         group_size: weights per group with ``per="group"``.
@@ -68,18 +73,18 @@ class UniformQuant:
     >>> q.quantize(W)
     tensor([[ 0.0000,  0.1000,  0.2000,  0.3000],
             [-1.0000,  0.3333,  0.3333,  1.0000]])
-    >>> q.bits(W), q.name   # 2 bits x 8 weights + 2 rows x (scale + zero point) x 16 bits
+    >>> q.storage_bits(W), q.name   # 2 bits x 8 weights + 2 rows x (scale + zero) x 16 bits
     (80.0, 'int2')
     """
 
-    bits_per_weight: int
+    bits: int
     per: str = "channel"
     group_size: int = 128
     scale_bits: int = 16
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.bits_per_weight, int) and 1 <= self.bits_per_weight <= 16):
-            raise ValueError(f"bits must be an int in 1..16; got {self.bits_per_weight!r}")
+        if not (isinstance(self.bits, int) and 1 <= self.bits <= 16):
+            raise ValueError(f"bits must be an int in 1..16; got {self.bits!r}")
         if self.per not in ("channel", "group"):
             raise ValueError(f'per must be "channel" or "group"; got {self.per!r}')
         if not (isinstance(self.group_size, int) and self.group_size >= 1):
@@ -87,18 +92,10 @@ class UniformQuant:
         if not (isinstance(self.scale_bits, int) and self.scale_bits >= 0):
             raise ValueError(f"scale_bits must be an int >= 0; got {self.scale_bits!r}")
 
-    def __init__(self, bits: int, per: str = "channel", group_size: int = 128,
-                 scale_bits: int = 16) -> None:
-        object.__setattr__(self, "bits_per_weight", bits)
-        object.__setattr__(self, "per", per)
-        object.__setattr__(self, "group_size", group_size)
-        object.__setattr__(self, "scale_bits", scale_bits)
-        self.__post_init__()
-
     @property
     def name(self) -> str:
         suffix = f"-g{self.group_size}" if self.per == "group" else ""
-        return f"int{self.bits_per_weight}{suffix}"
+        return f"int{self.bits}{suffix}"
 
     def _blocks(self, W: Tensor) -> tuple[Tensor, int]:
         """W as (blocks, block length), padded by repeating each row's last value, and the
@@ -116,24 +113,24 @@ class UniformQuant:
         blocks, padded = self._blocks(W.detach().float())
         low = blocks.amin(dim=1, keepdim=True)
         high = blocks.amax(dim=1, keepdim=True)
-        scale = (high - low) / (2**self.bits_per_weight - 1)
+        scale = (high - low) / (2**self.bits - 1)
         safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-        q = torch.clamp(torch.round((blocks - low) / safe), 0, 2**self.bits_per_weight - 1)
+        q = torch.clamp(torch.round((blocks - low) / safe), 0, 2**self.bits - 1)
         W_hat = low + q * scale
         rows = W_hat.reshape(W.shape[0], padded)[:, : W[0].numel()]
         return rows.reshape(W.shape).to(W.dtype)
 
-    def bits(self, W: Tensor) -> float:
+    def storage_bits(self, W: Tensor) -> float:
         length = W[0].numel()
         scales = W.shape[0] * (1 if self.per == "channel" else -(-length // self.group_size))
-        return float(self.bits_per_weight * W.numel() + 2 * self.scale_bits * scales)
+        return float(self.bits * W.numel() + 2 * self.scale_bits * scales)
 
 
 @dataclass(frozen=True)
-class Float16:
+class Float16(DeprecatedBitsMethod):
     """IEEE half precision: ``W_hat = W.half()`` (back in W's dtype), 16 bits per weight.
 
-    >>> Float16().bits(torch.zeros(3, 4)), Float16().name
+    >>> Float16().storage_bits(torch.zeros(3, 4)), Float16().name
     (192.0, 'fp16')
     """
 
@@ -144,15 +141,15 @@ class Float16:
     def quantize(self, W: Tensor) -> Tensor:
         return W.detach().half().to(W.dtype)
 
-    def bits(self, W: Tensor) -> float:
+    def storage_bits(self, W: Tensor) -> float:
         return 16.0 * W.numel()
 
 
 @dataclass(frozen=True)
-class Pruned:
+class Pruned(DeprecatedBitsMethod):
     """The weight removed: ``W_hat = 0`` at 0 bits (the layer keeps its bias).
 
-    >>> Pruned().quantize(torch.ones(2, 2)).sum().item(), Pruned().bits(torch.ones(2, 2))
+    >>> Pruned().quantize(torch.ones(2, 2)).sum().item(), Pruned().storage_bits(torch.ones(2, 2))
     (0.0, 0.0)
     """
 
@@ -163,5 +160,5 @@ class Pruned:
     def quantize(self, W: Tensor) -> Tensor:
         return torch.zeros_like(W.detach())
 
-    def bits(self, W: Tensor) -> float:
+    def storage_bits(self, W: Tensor) -> float:
         return 0.0

@@ -201,7 +201,7 @@ def fmnist_run(args, parts) -> dict:
                          **{k: v for k, v in rec.items() if k != "widths"}})
     if "mixed" in parts:
         names = default_shift_layers(model)
-        uniform = sum(ShiftQuant(3).bits(model.get_submodule(n).weight) for n in names)
+        uniform = sum(ShiftQuant(3).storage_bits(model.get_submodule(n).weight) for n in names)
         calib = next(iter(fmnist_data(min(512, args.train_samples), 10, args.seed + 1)[0]))[0]
         plan = allocate_bits(model, [ShiftQuant(2), ShiftQuant(3), ShiftQuant(4)],
                              TotalBits(uniform), calibration=calib, layers=names,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from compress_extras._code_bits import DeprecatedBitsMethod
 from compress_extras._modules import replace_module
 from compress_extras.binary._layers import BinaryConv2d, BinaryLinear
 from compress_extras.binary._quantizers import sign_pm1
@@ -27,7 +28,7 @@ __all__ = ["BinaryQuant", "binarize"]
 
 
 @dataclass(frozen=True)
-class BinaryQuant:
+class BinaryQuant(DeprecatedBitsMethod):
     """1-bit weights ``alpha_i * sign(W_i - rowmean)`` with an fp16 scale per row.
 
     Args:
@@ -38,7 +39,7 @@ class BinaryQuant:
     >>> BinaryQuant().quantize(W)
     tensor([[-1.3333, -1.3333,  1.3333],
             [ 0.2000,  0.2000, -0.2000]])
-    >>> BinaryQuant().bits(W), BinaryQuant().name        # 6 weights + 2 rows x 16 bits
+    >>> BinaryQuant().storage_bits(W), BinaryQuant().name        # 6 weights + 2 rows x 16 bits
     (38.0, 'binary')
     """
 
@@ -59,7 +60,7 @@ class BinaryQuant:
         centred = rows - rows.mean(1, keepdim=True) if self.center else rows
         return (alpha * sign_pm1(centred)).reshape(W.shape).to(W.dtype)
 
-    def bits(self, W: Tensor) -> float:
+    def storage_bits(self, W: Tensor) -> float:
         return float(W.numel() + self.scale_bits * W.shape[0])
 
 

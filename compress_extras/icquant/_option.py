@@ -26,11 +26,13 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 
 from compress_extras._allocation import AllocationPlan, AverageBits, allocate_bits
+from compress_extras._code_bits import with_code_bits
 from compress_extras.icquant._quantizer import ICQuantized, ICQuantizer
 
 __all__ = ["ICQuantOption", "icquant_model"]
 
 
+@with_code_bits
 @dataclass(frozen=True)
 class ICQuantOption:
     """:class:`ICQuantizer` settings as a :class:`compress_extras.QuantizerOption`.
@@ -39,7 +41,7 @@ class ICQuantOption:
     ``icq2-rtn-o5``; ``o0`` is the plain quantizer.
     """
 
-    bits_per_weight: int
+    bits: int
     outlier_ratio: float = 0.05
     quantizer: str = "rtn"
     group_size: int | None = None
@@ -49,17 +51,17 @@ class ICQuantOption:
         self.settings()  # validates
 
     def settings(self) -> ICQuantizer:
-        return ICQuantizer(self.bits_per_weight, self.outlier_ratio, self.quantizer,
+        return ICQuantizer(self.bits, self.outlier_ratio, self.quantizer,
                            self.group_size)
 
     @property
     def name(self) -> str:
         group = f"-g{self.group_size}" if self.group_size else ""
-        return (f"icq{self.bits_per_weight}-{self.quantizer}-o{100 * self.outlier_ratio:g}"
+        return (f"icq{self.bits}-{self.quantizer}-o{100 * self.outlier_ratio:g}"
                 f"{group}")
 
     def code(self, W: Tensor) -> ICQuantized:
-        """W coded (the last result is kept, so ``quantize`` then ``bits`` codes W once)."""
+        """W coded (the last result is kept, so ``quantize`` then ``storage_bits`` codes W once)."""
         key = (W.data_ptr(), W._version, tuple(W.shape), str(W.device), str(W.dtype))
         if self._last.get("key") != key:
             self._last.clear()
@@ -69,7 +71,7 @@ class ICQuantOption:
     def quantize(self, W: Tensor) -> Tensor:
         return self.code(W).dequantize(device=W.device, dtype=W.dtype)
 
-    def bits(self, W: Tensor) -> float:
+    def storage_bits(self, W: Tensor) -> float:
         return 8.0 * self.code(W).stored_bytes
 
 

@@ -72,9 +72,9 @@ def test_groups_stop_at_row_ends():
 
 def test_bits_and_names():
     W = torch.zeros(4, 576)
-    assert AsymmetricRTN(3).bits(W) == 3 * 2304 + 4 * (16 + 3)
-    assert AsymmetricRTN(3, "group", 128).bits(W) == 3 * 2304 + 4 * 5 * (16 + 3)
-    assert AsymmetricRTN(4, "group", 64, scale_bits=32).bits(W) == 4 * 2304 + 4 * 9 * (32 + 4)
+    assert AsymmetricRTN(3).storage_bits(W) == 3 * 2304 + 4 * (16 + 3)
+    assert AsymmetricRTN(3, "group", 128).storage_bits(W) == 3 * 2304 + 4 * 5 * (16 + 3)
+    assert AsymmetricRTN(4, "group", 64, scale_bits=32).storage_bits(W) == 4 * 2304 + 4 * 9 * (32 + 4)
     assert AsymmetricRTN(3).name == "asym-int3"
     assert AsymmetricRTN(2, "group", 128).name == "asym-int2-g128"
     assert isinstance(AsymmetricRTN(3), QuantizerOption)

@@ -21,7 +21,7 @@ def test_binary_quant_formula_and_bits():
         a = rows[i].abs().mean().item()
         assert sorted(set(W_hat[i].tolist())) == pytest.approx([-a, a])
         assert torch.equal(W_hat[i] > 0, rows[i] >= rows[i].mean())
-    assert q.bits(W) == 6 * 27 + 6 * 16
+    assert q.storage_bits(W) == 6 * 27 + 6 * 16
     assert BinaryQuant(center=False).name == "binary-nc"
     with pytest.raises(ValueError, match="NaN"):
         q.quantize(torch.tensor([[float("nan"), 1.0]]))

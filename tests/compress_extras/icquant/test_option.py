@@ -15,7 +15,7 @@ def test_option_matches_the_quantizer_and_counts_bytes():
     assert isinstance(option, QuantizerOption) and option.name == "icq3-lloyd-o5"
     coded = ICQuantizer(3, 0.05, "lloyd").quantize(W)
     assert torch.equal(option.quantize(W), coded.dequantize())
-    assert option.bits(W) == 8 * len(coded.to_bytes())
+    assert option.storage_bits(W) == 8 * len(coded.to_bytes())
     W.add_(1.0)  # an in-place change is not served from the cache
     assert torch.equal(option.quantize(W), ICQuantizer(3, 0.05, "lloyd").quantize(W)
                        .dequantize())

@@ -282,7 +282,7 @@ def test_compensated_weights_code_to_bytes_exactly_at_the_same_size(quantizer, g
     again = ICQuantized.from_bytes(coded.to_bytes())
     assert torch.equal(again.dequantize(), W_hat)
     assert coded.stored_bytes == plain.stored_bytes
-    assert coded.bits_per_weight == option.bits(W) / W.numel()
+    assert coded.bits_per_weight == option.storage_bits(W) / W.numel()
     np.testing.assert_array_equal(again.outlier_mask(), plain.outlier_mask())
     with pytest.raises(ValueError, match="shape"):
         plain.recode(W_hat[:, :32])

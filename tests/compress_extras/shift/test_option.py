@@ -22,7 +22,7 @@ def test_quantize_is_projection_with_fitted_scale(bits, zero_code):
     cand = alpha[:, None, None] * levels(bits, zero_code)
     best = (W.reshape(6, -1)[..., None] - cand).abs().min(dim=-1).values
     assert torch.all((W - W_hat).abs().reshape(6, -1) <= best + 1e-6)
-    assert q.bits(W) == bits * W.numel() + 16 * 6
+    assert q.storage_bits(W) == bits * W.numel() + 16 * 6
 
 
 def test_more_bits_less_error():
