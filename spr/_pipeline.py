@@ -26,7 +26,7 @@ comes first when it is more than :data:`WARN_SECONDS`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -40,7 +40,7 @@ from spr._prune_to_budget import check_budget
 from spr._run import REFERENCE_FIELDS, STAGES, PipelineError, _Run, resolve_device
 from spr._run_folder import open_folder, read_folder
 from spr._stage_context import StageContext
-from spr._stages import PROTOCOL, budget_arguments
+from spr._stages import PROTOCOL, Stage, budget_arguments
 from spr._surgery import layer_widths
 from spr._training import train_epoch
 
@@ -81,6 +81,7 @@ def run_pipeline(
     log: Callable[[str], None] = print,
     estimate: bool = True,
     threads: int | str | None = None,
+    stages: Sequence[Stage] = PROTOCOL,
 ) -> dict:
     """Run (or resume) the whole protocol of ``config`` in folder ``out``; return the summary.
 
@@ -95,6 +96,10 @@ def run_pipeline(
     ``"auto"`` chooses them from the load (:func:`spr._threads.set_threads`) on a new run and
     takes the checkpoint's count on a resumed one (results depend on the count in the last bits,
     so a resumed run then ends exactly where an uninterrupted one would).
+    ``stages``: the protocol's stages in order (:data:`spr._stages.PROTOCOL`); pass
+    ``(*PROTOCOL, Stage("export", export))`` to add a step after fine-tuning (the module
+    docstring of :mod:`spr._stages`). A run stopped inside an added stage cannot resume yet:
+    the run folder's checks know the four protocol stages only.
     """
     out = Path(out)
     if not isinstance(config, PruneConfig):
@@ -121,11 +126,11 @@ def run_pipeline(
     # interrupt a run) reaches the stages
     context = StageContext(config, run, out, state, found["optimizer"], log,
                            train_epoch=train_epoch)
-    for index, stage in enumerate(PROTOCOL):
+    for index, stage in enumerate(stages):
         if state["stage"] != stage.name:  # done before (or, after "done", all of them)
             continue
         model = stage.run(context)
-        following = PROTOCOL[index + 1].name if index + 1 < len(PROTOCOL) else STAGES[-1]
+        following = stages[index + 1].name if index + 1 < len(stages) else STAGES[-1]
         if stage.checkpoint:
             context.checkpoint(model, following, 0)
         else:

@@ -26,10 +26,11 @@ Adding a stage is appending one, e.g. an export of the fine-tuned network::
         torch.onnx.export(model, (context.run.example,), context.out / "pruned.onnx")
         return model
 
-    PROTOCOL = (*PROTOCOL, Stage("export", export))
+    spr.run_pipeline(config, out, stages=(*PROTOCOL, Stage("export", export)))
 
-with its name in :data:`spr._run.STAGES` before ``"done"`` (the stages before it keep their
-batch-order seeds), and in ``spr._run_folder``'s tables of what its checkpoint holds.
+A run stopped inside an added stage does not resume yet (the run folder's checks know the four
+stages of :data:`spr._run.STAGES`); to make one resumable, name it there before ``"done"`` (the
+stages before it keep their batch-order seeds) and in ``spr._run_folder``'s tables.
 """
 
 from __future__ import annotations

@@ -200,10 +200,9 @@ def test_the_protocol_is_the_checkpoint_stages_in_order():
     assert all(isinstance(stage, Stage) for stage in PROTOCOL)
 
 
-def test_an_appended_stage_runs_last_on_the_shared_context(tmp_path, monkeypatch):
+def test_an_appended_stage_runs_last_on_the_shared_context(tmp_path):
     """Adding a stage is appending one: it gets the checkpoint of the fine-tuned network and
     the run's records, and the run is checkpointed after it. No training: 0 epochs."""
-    import spr._pipeline as pipeline
     from spr._stages import PROTOCOL, Stage
 
     def export(context):
@@ -212,9 +211,8 @@ def test_an_appended_stage_runs_last_on_the_shared_context(tmp_path, monkeypatch
         context.save(model, "exported")
         return model
 
-    monkeypatch.setattr(pipeline, "PROTOCOL", (*PROTOCOL, Stage("export", export)))
     config = CONFIG.replace(epochs_reference=0, epochs_spr=0, epochs_finetune=0)
-    summary = quiet(config, tmp_path)
+    summary = quiet(config, tmp_path, stages=(*PROTOCOL, Stage("export", export)))
     assert summary["exported_widths"] == summary["widths_pruned"]
     exported = spr.load_pruned(tmp_path / "exported", small_cnn(10, 1))
     assert spr.layer_widths(exported) == summary["widths_pruned"]
