@@ -6,7 +6,10 @@ Public API:
     AllocationPlan                  its result: per-layer option, bits, distortion; apply,
                                     with_budget (re-solve for another budget), to_dict
     AverageBits, TotalBits          the budget: bits per weight on average, or in total
-    QuantizerOption                 the protocol options implement: name, quantize(W), bits(W)
+    QuantizerOption                 the protocol options implement: name, quantize(W),
+                                    storage_bits(W); an option's code width is .bits
+    SENSITIVITIES, Sensitivity,     how allocate_bits measures distortion ("output", "fisher",
+      register_sensitivity          "hessian", "none"); add one by registering it
     UniformQuant, Float16, Pruned   built-in options (UniformQuant: float minimum, no exact zero)
     AsymmetricRTN                   the textbook grid: integer zero point, an exact zero level
   error compensation (GPTQ) on the layer's input statistics:
@@ -50,6 +53,7 @@ from compress_extras._gptq import (
     hessian_from_statistics,
 )
 from compress_extras._options import Float16, Pruned, QuantizerOption, UniformQuant
+from compress_extras._sensitivities import SENSITIVITIES, Sensitivity, register_sensitivity
 from compress_extras._weighted_lloyd import weighted_lloyd
 from compress_extras.binary import BinaryQuant, BinaryViT, BinaryViTConfig, binarize
 from compress_extras.icquant import ICQuantized, ICQuantizer, ICQuantOption, icquant_model
@@ -62,6 +66,9 @@ from compress_extras.shift import (
 )
 
 __all__ = [
+    "SENSITIVITIES",
+    "Sensitivity",
+    "register_sensitivity",
     "AllocationPlan",
     "AsymmetricColumns",
     "AsymmetricRTN",

@@ -5,7 +5,7 @@ compensation (:func:`compress_extras.gptq_quantize`) the same grid is used, but 
 rounded column by column and each column's error is moved onto the columns not yet rounded, to
 minimise the layer's output error ``tr((W - W_hat) H (W - W_hat)^T)`` with ``H`` the Gram matrix
 of its calibration inputs (the statistics :func:`compress_extras.allocate_bits` already gathers for
-``sensitivity="output"``).
+``sensitivity="output"``, with :func:`spr._input_statistics.collect_input_statistics`).
 
 :data:`ADAPTERS` maps an option's type to the :class:`compress_extras.ColumnQuantizer` that rounds
 its grid column by column (a registry: :func:`register_adapter` adds one):
@@ -21,8 +21,8 @@ ICQuantOption         :class:`~compress_extras.ICQuantColumns` (outlier mask and
 ====================  ==========================================================================
 
 Every adapter keeps the option's storage: the same number of scales, zero points, codebooks and the
-same index stream, so ``option.bits(W)`` is the compensated weight's size too. Options without an
-adapter (``Float16``, ``Pruned``, ...) are used as they are.
+same index stream, so ``option.storage_bits(W)`` is the compensated weight's size too. Options
+without an adapter (``Float16``, ``Pruned``, ...) are used as they are.
 
 >>> from compress_extras import AsymmetricRTN
 >>> g = torch.Generator().manual_seed(0)
@@ -71,7 +71,8 @@ ADAPTERS: dict[type, Callable[[QuantizerOption], ColumnQuantizer]] = {
 class Compensation:
     """GPTQ's settings (:func:`compress_extras.gptq_quantize`): columns per lazy block, the
     dampening ``damp * mean(diag H)`` added to H's diagonal, and activation order (columns by
-    decreasing ``H_ii``)."""
+    decreasing ``H_ii``). As ``allocate_bits(..., compensate=...)`` it implements
+    :class:`compress_extras._allocation_plan.Compensator` (``hessian``, ``weight``)."""
 
     block_size: int = 128
     damp: float = 0.01
@@ -83,6 +84,14 @@ class Compensation:
             raise ValueError(f"damp must be a number >= 0; got {self.damp!r}")
         if not isinstance(self.act_order, bool):
             raise ValueError(f"act_order must be True or False; got {self.act_order!r}")
+
+    def hessian(self, gram: Tensor, layer: str) -> Tensor:
+        """GPTQ's H from a layer's input Gram sums (:func:`as_hessian`)."""
+        return as_hessian(gram, layer)
+
+    def weight(self, option: QuantizerOption, W: Tensor, H: Tensor) -> Tensor:
+        """``option``'s weight for W under these settings (:func:`compensated_weight`)."""
+        return compensated_weight(option, W, H, self)
 
 
 def register_adapter(option_type: type,

@@ -213,12 +213,11 @@ def hessian_from_statistics(stats: InputStatistics) -> Tensor:
     """
     if not isinstance(stats, InputStatistics):
         raise ValueError(f"stats must be an InputStatistics; got {type(stats).__name__}")
-    if stats.gram is None or stats.count == 0:
-        raise ValueError("the statistics have seen no inputs: call stats.update(X) first")
-    if stats.gram.shape[0] != 1:
-        raise ValueError(f"a grouped conv ({stats.gram.shape[0]} channel groups) has one H per "
-                         "group: use stats.gram[k] / stats.count")
-    return stats.gram[0] / stats.count
+    gram = stats.means()[0]
+    if gram.shape[0] != 1:
+        raise ValueError(f"a grouped conv ({gram.shape[0]} channel groups) has one H per "
+                         "group: use stats.means()[0][k]")
+    return gram[0]
 
 
 def gptq_layer(layer: nn.Linear | nn.Conv2d, calibration_inputs: Sequence[Tensor],
@@ -264,11 +263,11 @@ class AsymmetricColumns:
         return self.option.columns_per_group
 
     def fit(self, weights: Tensor, columns: Tensor) -> tuple[Tensor, Tensor]:
-        scale, zero = asymmetric_grid(weights, self.option.bits_per_weight)
+        scale, zero = asymmetric_grid(weights, self.option.bits)
         return scale[:, 0], zero[:, 0]
 
     def quantize(self, index: int, column: Tensor, grid: tuple[Tensor, Tensor]) -> Tensor:
-        return quantize_to_grid(column, *grid, self.option.bits_per_weight)
+        return quantize_to_grid(column, *grid, self.option.bits)
 
 
 @dataclass(frozen=True)
@@ -284,13 +283,13 @@ class UniformColumns:
 
     def fit(self, weights: Tensor, columns: Tensor) -> tuple[Tensor, Tensor]:
         low, high = weights.float().amin(dim=1), weights.float().amax(dim=1)
-        return low, (high - low) / (2**self.option.bits_per_weight - 1)
+        return low, (high - low) / (2**self.option.bits - 1)
 
     def quantize(self, index: int, column: Tensor, grid: tuple[Tensor, Tensor]) -> Tensor:
         low, scale = grid
         safe = torch.where(scale > 0, scale, torch.ones_like(scale))
         q = torch.clamp(torch.round((column.float() - low) / safe), 0,
-                        2**self.option.bits_per_weight - 1)
+                        2**self.option.bits - 1)
         return low + q * scale
 
 
@@ -337,13 +336,13 @@ class ShiftColumns:
 
     def fit(self, weights: Tensor, columns: Tensor) -> Tensor:
         o = self.option
-        return fit_scale(weights.float(), o.bits_per_weight, o.zero_code, o.scale)
+        return fit_scale(weights.float(), o.bits, o.zero_code, o.scale)
 
     def quantize(self, index: int, column: Tensor, grid: Tensor) -> Tensor:
         o = self.option
-        sign, exponent, nonzero = project_codes(column.float()[:, None], grid, o.bits_per_weight,
+        sign, exponent, nonzero = project_codes(column.float()[:, None], grid, o.bits,
                                                 o.zero_code)
-        return dequantize(sign, exponent, grid, o.bits_per_weight, o.zero_code, nonzero)[:, 0]
+        return dequantize(sign, exponent, grid, o.bits, o.zero_code, nonzero)[:, 0]
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ import torch
 from _common import RESULTS, save_figure, write_json
 from tqdm import tqdm
 
-from compress_extras import AsymmetricRTN, AverageBits, Compensation
+from compress_extras import AsymmetricRTN, AverageBits, Compensation, hessian_from_statistics
 from compress_extras._compensation import compensated_weight
 from compress_extras.icquant import ICQuantOption, icquant_model
 from compress_extras.llm import (
@@ -57,7 +57,7 @@ from compress_extras.llm import (
     load_smollm2,
     perplexity,
 )
-from spr._input_statistics import InputStatistics
+from spr import collect_input_statistics
 
 Q4_1_BITS = 4 + 2 * 16 / 32  # GGUF Q4_1: 4-bit codes, a float16 scale and minimum per 32
 
@@ -83,7 +83,7 @@ class HQQOption:
         quantized = HQQLinear(layer, config, compute_dtype=torch.float32, device="cpu")
         return quantized.dequantize().reshape(W.shape).to(W.dtype)
 
-    def bits(self, W: torch.Tensor) -> float:
+    def storage_bits(self, W: torch.Tensor) -> float:
         return float(W.numel() * (self.nbits + 2 * 16 / self.group_size))
 
 
@@ -145,16 +145,10 @@ def methods(toy: bool) -> list[tuple[str, str, Option | None, float | None, bool
 @torch.no_grad()
 def hessians_of(model, names, calibration) -> dict:
     """Per layer, H = X^T X / N (float32) of its inputs over the calibration windows."""
-    stats = {n: InputStatistics(model.get_submodule(n), chunk_size=None) for n in names}
-    handles = [model.get_submodule(n).register_forward_pre_hook(
-        lambda m, a, s=stats[n]: s.update(a[0]) and None) for n in names]
-    try:
+    with collect_input_statistics(model, names, chunk_size=None) as stats:
         for batch in tqdm(calibration.split(4), desc="calibration statistics", leave=False):
             model(batch)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return {n: (s.gram[0] / s.count).float() for n, s in stats.items()}
+    return {n: hessian_from_statistics(s).float() for n, s in stats.items()}
 
 
 @torch.no_grad()
@@ -171,7 +165,7 @@ def apply_uniform(model, names, option, hessians=None) -> tuple[float, int]:
             bits += 8.0 * coded.stored_bytes
         else:
             W_hat = option.quantize(W) if W_hat is None else W_hat
-            bits += option.bits(W)
+            bits += option.storage_bits(W)
         W.copy_(W_hat)
         weights += W.numel()
     return bits, weights
@@ -258,7 +252,8 @@ def minilm_rows(args) -> list[dict]:
                 W_hat, bits = coded.dequantize(), coded.bits_per_weight
                 index_bits = coded.index_bits_per_weight
             else:
-                W_hat, bits, index_bits = option.quantize(W), option.bits(W) / W.numel(), 0.0
+                W_hat, index_bits = option.quantize(W), 0.0
+                bits = option.storage_bits(W) / W.numel()
             error = float(((W_hat - W) ** 2).sum())
             rows.append({"layer": name, "shape": list(W.shape), "option": option.name,
                          "relative_mse": error / energy, "bits_per_weight": bits,

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 import mip
 from spr._budget_plan import mask
 from spr._channel_groups import ChannelGroup
-from spr._input_statistics import InputStatistics
+from spr._input_statistics import InputStatistics, collect_input_statistics
 from spr._layer_decisions import curve, decide
 
 __all__ = ["dense_curves", "sequential_refit"]
@@ -90,16 +90,12 @@ def dense_curves(dense: nn.Module, groups: list[ChannelGroup], batches: list[Ten
     statistics; then per group its keep-k curve over ``ks[g]`` (``seconds`` shared by size) and
     ``(problem, W0, energy)``."""
     consumers = [dense.get_submodule(g.consumer) for g in groups]
-    stats = [InputStatistics(layer, layer.weight, dtype=STATS_DTYPE) for layer in consumers]
-    handles = [layer.register_forward_pre_hook(lambda m, a, s=s: s.update(a[0]) and None)
-               for layer, s in zip(consumers, stats, strict=True)]
-    try:
+    names = list(dict.fromkeys(g.consumer for g in groups))
+    with collect_input_statistics(dense, names, cross_terms=True, dtype=STATS_DTYPE) as by_name:
         for batch in tqdm(batches, desc="calibration statistics", disable=not progress,
                           leave=False):
             dense(batch)
-    finally:
-        for handle in handles:
-            handle.remove()
+    stats = [by_name[g.consumer] for g in groups]
     weight = np.array([g.channels * g.columns for g in groups], dtype=float)
     curves, problems = [], []
     for i in tqdm(range(len(groups)), desc=f"keep-k curves ({method})", disable=not progress,

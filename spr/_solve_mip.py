@@ -30,7 +30,6 @@ from spr._input_statistics import InputStatistics, layer_rows
 
 __all__ = ["LayerSolution", "keep_curve", "layer_problem", "layer_rows", "solve_mip"]
 
-_RELAXATIONS = ("big_m", "perspective", "perspective_lp")  # mip.<name>_relaxation
 _RELAXATION_VARIABLES = 20_000  # above this many weights the reported relaxations are skipped
 _SCALE_LIMIT = 1e12  # loss energy over penalty scale above which float64 cannot resolve lam
 
@@ -113,10 +112,8 @@ def layer_problem(
     # float64 sums over chunks of the batch: a conv's unfolded rows need not fit at once
     stats = InputStatistics(layer, layer.weight, chunk_size=chunk_size)
     stats.update(X)
-    count = stats.count
-    gram, xty, yty = stats.gram[0], stats.xty[0], stats.yty[0]
     group_size = 1 if isinstance(layer, nn.Linear) else layer.kernel_size[0] * layer.kernel_size[1]
-    energy = float(yty.sum()) / count  # (1/N)||Y||^2, the loss's scale
+    energy = float(stats.yty[0].sum()) / stats.count  # (1/N)||Y||^2, the loss's scale
     penalty = lam * (alpha * float((W0 * W0).sum()) + (1 - alpha) * W0.shape[1] / group_size)
     if penalty > 0 and energy > _SCALE_LIMIT * penalty:
         raise ValueError(
@@ -125,9 +122,9 @@ def layer_problem(
             "of the loss, so no solver can resolve it; scale X down (e.g. X / X.std()) or raise "
             "lam"
         )
+    gram, xty, yty = (mean[0].cpu().numpy() for mean in stats.means())
     return mip.LayerProblem(
-        (gram / count).cpu().numpy(), (xty / count).cpu().numpy(), (yty / count).cpu().numpy(),
-        group_size, lam=lam, alpha=alpha, M=M, max_keep=max_keep,
+        gram, xty, yty, group_size, lam=lam, alpha=alpha, M=M, max_keep=max_keep,
         cost=None if cost is None else np.asarray(cost, float), budget=budget,
     )
 
@@ -145,9 +142,8 @@ def _relaxation_value(name: str, problem: mip.LayerProblem, time_limit: float) -
                       f"more than the {_RELAXATION_VARIABLES} its Pyomo/cvxpy model is built for "
                       "(pass relaxations=() for wide layers)", stacklevel=3)
         return float("nan")
-    solve = getattr(mip, f"{name}_relaxation")
     try:
-        return solve(problem, time_limit=time_limit).value
+        return mip.relaxation(problem, name, time_limit=time_limit).value
     except RuntimeError as err:
         warnings.warn(f"solve_mip: the {name} relaxation is not reported: {err}", stacklevel=3)
         return float("nan")
@@ -204,13 +200,13 @@ def solve_mip(
     check_positive("time_limit", time_limit)
     check_nonnegative("mip_gap", mip_gap)
     _check_max_keep(max_keep)
-    from mip._solve_layer import METHODS
-
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}; got {method!r}")
-    unknown = sorted(set(relaxations) - set(_RELAXATIONS))
+    if method not in mip.LAYER_SOLVERS:
+        raise ValueError(f"method must be one of {list(mip.LAYER_SOLVERS)}; got {method!r}")
+    # reading mip.RELAXATIONS loads Pyomo: not for relaxations=()
+    known = mip.RELAXATIONS if relaxations else {}
+    unknown = sorted(set(relaxations) - set(known))
     if unknown:
-        raise ValueError(f"relaxations: unknown {unknown}; choose from {sorted(_RELAXATIONS)}")
+        raise ValueError(f"relaxations: unknown {unknown}; choose from {sorted(known)}")
     problem = layer_problem(layer, X, lam, alpha, M, max_keep, cost, budget)
     left = time_limit - (time.perf_counter() - start)
     if left <= 0:

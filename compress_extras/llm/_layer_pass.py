@@ -3,11 +3,11 @@ the statistics of one layer's MLP problem (for :func:`compress_extras.llm.prune_
 
 **Layer problem.** For decoder layer i the rows are ``down_proj``'s inputs X (one per token) and
 the targets its dense outputs ``Y = X_dense W0^T`` (plus, in the sequential step, a shift: the
-residual stream's error so far). :class:`LayerStats` keeps ``gram = X^T X / N``,
-``xty = X^T Y / N``, ``yty`` (float32 products per batch, summed in float64) and gives the
-:class:`mip.LayerProblem` of selecting k of the neurons (group size 1), with a ridge
-``lam * alpha`` of :data:`RIDGE` times the mean Gram diagonal (as :mod:`spr._consumer_problems`)
-and a box ``M`` of :data:`BOX` times the largest dense weight.
+residual stream's error so far). :class:`TokenStatistics` sums ``X^T X``, ``X^T Y``, ``yty`` in
+the shared :class:`spr._input_statistics.InputStatistics` (float32 products per batch, summed in
+float64) and gives the :class:`mip.LayerProblem` of selecting k of the neurons (group size 1),
+with a ridge ``lam * alpha`` of :data:`RIDGE` times the mean Gram diagonal (as
+:mod:`spr._consumer_problems`) and a box ``M`` of :data:`BOX` times the largest dense weight.
 
 **The first token.** Llama-style models make position 0 of every sequence an "attention sink":
 a handful of MLP neurons fire there orders of magnitude above anything else (SmolLM2: neuron 1229
@@ -35,8 +35,9 @@ from torch import Tensor, nn
 
 import mip
 from compress_extras.llm._pruned_model import decoder_layers
+from spr._input_statistics import InputStatistics
 
-__all__ = ["ALPHA", "BOX", "FIRST_TOKEN", "RIDGE", "LayerStats", "check_int", "check_structure",
+__all__ = ["ALPHA", "BOX", "FIRST_TOKEN", "RIDGE", "TokenStatistics", "check_structure",
            "first_token_weight", "layer_indices", "layer_inputs", "layer_output", "split_layer",
            "token_batches"]
 
@@ -74,11 +75,6 @@ def layer_indices(model: nn.Module, layers: Iterable[int] | None) -> list[int]:
     if not indices or indices[0] < 0 or indices[-1] >= count:
         raise ValueError(f"layers must name decoder layers in 0..{count - 1}; got {layers!r}")
     return indices
-
-
-def check_int(name: str, value: object, low: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
 
 
 class _Stop(Exception):
@@ -164,34 +160,24 @@ def first_token_weight(value: object) -> float:
     return float(value)
 
 
-class LayerStats:
-    """float64 sums over batches of float32 products, every row weighted (position 0 of a window
-    by ``first_weight``, the others by 1): X^T X, X^T Y, sum Y^2, sum X, sum Y; and over the
-    ordinary tokens (position >= 1) alone the column sums of squares of X, the output energy and
-    the residual-stream energy (the scales that must not depend on the attention sink)."""
+class TokenStatistics:
+    """The statistics of ``down``'s layer problem over token windows (module docstring).
 
-    def __init__(self, W0: Tensor, first_weight: float) -> None:
-        self.W0 = W0.detach().float()
+    :attr:`inputs` (an :class:`InputStatistics`, float32 products summed in float64 on the CPU)
+    has every row weighted: position 0 of a window by ``first_weight``, the others by 1. Over
+    the ordinary tokens (position >= 1) alone it keeps the column sums of squares of X, the
+    output energy and the residual-stream energy (the scales that must not depend on the
+    attention sink)."""
+
+    def __init__(self, down: nn.Linear, first_weight: float) -> None:
+        self.W0 = down.weight.detach().float()
         self.first_weight = first_weight
-        d, out = W0.shape[1], W0.shape[0]
-        self.gram = torch.zeros(d, d, dtype=torch.float64)
-        self.xty = torch.zeros(d, out, dtype=torch.float64)
-        self.yty = torch.zeros(out, dtype=torch.float64)
-        self.sx = torch.zeros(d, dtype=torch.float64)
-        self.sy = torch.zeros(out, dtype=torch.float64)
-        self.ordinary_sq = torch.zeros(d, dtype=torch.float64)
+        self.inputs = InputStatistics(down, dtype=torch.float64, chunk_size=None,
+                                      compute_dtype=torch.float32, device="cpu")
+        self.ordinary_sq = torch.zeros(down.in_features, dtype=torch.float64)
         self.ordinary_output = 0.0
         self.residual = 0.0
-        self.count = 0.0  # the rows' total weight
         self.ordinary = 0
-
-    def _add(self, rows: Tensor, targets: Tensor, weight: float) -> None:
-        self.gram += weight * (rows.T @ rows).double()
-        self.xty += weight * (rows.T @ targets).double()
-        self.yty += weight * (targets * targets).sum(0).double()
-        self.sx += weight * rows.sum(0).double()
-        self.sy += weight * targets.sum(0).double()
-        self.count += weight * rows.shape[0]
 
     def update(self, X: Tensor, X_target: Tensor, residual: Tensor,
                shift: Tensor | None = None) -> None:
@@ -204,9 +190,8 @@ class LayerStats:
             Y = Y + shift.float().cpu()
         ordinary = X[:, 1:].reshape(-1, X.shape[-1])
         ordinary_y = Y[:, 1:].reshape(-1, Y.shape[-1])
-        self._add(ordinary, ordinary_y, 1.0)
-        if self.first_weight > 0:
-            self._add(X[:, 0], Y[:, 0], self.first_weight)
+        self.inputs.update(ordinary, targets=ordinary_y)
+        self.inputs.update(X[:, 0], targets=Y[:, 0], weight=self.first_weight)
         self.ordinary_sq += (ordinary * ordinary).sum(0).double()
         self.ordinary_output += float((ordinary_y.double() ** 2).sum())
         self.residual += float((residual[:, 1:].double() ** 2).sum())
@@ -215,17 +200,11 @@ class LayerStats:
     def problem(self, center: bool = False) -> mip.LayerProblem:
         """The layer problem; ``center``: of the centred statistics, i.e. with an intercept
         (a bias ``mean(Y) - W mean(X)``) fitted jointly with every W."""
-        n = self.count
-        gram, xty, yty = self.gram / n, self.xty / n, self.yty / n
-        if center:
-            mx, my = self.sx / n, self.sy / n
-            gram = gram - torch.outer(mx, mx)
-            xty = xty - torch.outer(mx, my)
-            yty = (yty - my * my).clamp_min(0.0)
+        gram, xty, yty = (t[0].numpy() for t in self.inputs.means(center))
         diag = float(self.ordinary_sq.sum()) / (self.ordinary * gram.shape[0])
         M = BOX * float(self.W0.abs().max()) or 1.0
-        return mip.LayerProblem(gram.numpy(), xty.numpy(), yty.numpy(), 1,
-                                lam=RIDGE * max(diag, 1e-30) / ALPHA, alpha=ALPHA, M=M)
+        return mip.LayerProblem(gram, xty, yty, 1, lam=RIDGE * max(diag, 1e-30) / ALPHA,
+                                alpha=ALPHA, M=M)
 
     def energy(self, kind: str) -> float:
         value = self.ordinary_output if kind == "output" else self.residual

@@ -78,7 +78,7 @@ from tqdm.auto import tqdm
 
 import mip
 from compress_extras.llm._layer_pass import (
-    LayerStats,
+    TokenStatistics,
     first_token_weight,
     layer_indices,
     layer_inputs,
@@ -112,19 +112,19 @@ def _per_neuron(mlp: nn.Module) -> int:
             + mlp.down_proj.out_features)
 
 
-def _scores(method: str, mlp: nn.Module, stats: LayerStats) -> np.ndarray:
+def _scores(method: str, mlp: nn.Module, stats: TokenStatistics) -> np.ndarray:
     """(d,) the baselines' neuron scores (module docstring); zeros for the search methods."""
     W0 = stats.W0.double()
     if method == "magnitude":
         norms = (mlp.gate_proj.weight.double() ** 2).sum(1) + (mlp.up_proj.weight.double() ** 2
                                                                ).sum(1) + (W0**2).sum(0)
         return norms.sqrt().numpy()
-    n = stats.count
-    second = torch.diagonal(stats.gram) / n
+    n = stats.inputs.count
+    second = torch.diagonal(stats.inputs.gram[0]) / n
     if method == "wanda":
         return (W0.abs().sum(0) * second.clamp_min(0).sqrt()).numpy()
     if method == "flap":
-        variance = (second - (stats.sx / n) ** 2).clamp_min(0)
+        variance = (second - (stats.inputs.row_sum[0] / n) ** 2).clamp_min(0)
         return (variance * (W0**2).sum(0)).numpy()
     return np.zeros(W0.shape[1])  # mip / osscar: not read
 
@@ -166,7 +166,7 @@ def _sequential(model, batches, indices, widths, method, refit, bias, first_toke
             continue
         started = time.perf_counter()
         down = layer.mlp.down_proj
-        stats = LayerStats(down.weight, first_token_weight(first_token))
+        stats = TokenStatistics(down, first_token_weight(first_token))
         mids, inputs, new_dense = [], [], []
         for (hd, kw), (hp, _) in zip(dense, pruned, strict=True):
             d_mid, Xd = split_layer(layer, hd, kw)
@@ -186,8 +186,9 @@ def _sequential(model, batches, indices, widths, method, refit, bias, first_toke
         weights[i] = weight
         b = None
         if bias:
-            n = stats.count
-            b = (stats.sy / n - torch.from_numpy(W) @ (stats.sx / n)).to(down.weight.dtype)
+            sums, n = stats.inputs, stats.inputs.count
+            b = (sums.target_sum[0] / n - torch.from_numpy(W) @ (sums.row_sum[0] / n)).to(
+                down.weight.dtype)
             biases[i] = b
         mask = keeps[i].to(down.weight.device)
         w_dev = weight.to(down.weight.device)

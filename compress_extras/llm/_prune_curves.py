@@ -37,9 +37,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from compress_extras._checks import check_int
 from compress_extras.llm._layer_pass import (
-    LayerStats,
-    check_int,
+    TokenStatistics,
     check_structure,
     first_token_weight,
     layer_indices,
@@ -129,8 +129,8 @@ def llm_curves(model: nn.Module, calibration: Tensor | Iterable[Tensor], *,
     if cost not in COSTS:
         raise ValueError(f"cost must be one of {list(COSTS)}; got {cost!r}")
     first_weight = first_token_weight(first_token)
-    check_int("step", step)
-    check_int("min_width", min_width)
+    check_int("step", step, 1)
+    check_int("min_width", min_width, 1)
     batches = token_batches(calibration, batch_size)
     indices = layer_indices(model, layers)
     all_layers = decoder_layers(model)
@@ -144,8 +144,7 @@ def llm_curves(model: nn.Module, calibration: Tensor | Iterable[Tensor], *,
     bar = tqdm(range(indices[-1] + 1), desc="keep-k curves", disable=not progress, leave=False)
     for i in bar:
         layer = all_layers[i]
-        W0 = layer.mlp.down_proj.weight
-        stats = LayerStats(W0, first_weight) if i in indices else None
+        stats = TokenStatistics(layer.mlp.down_proj, first_weight) if i in indices else None
         new_stream = []
         for hidden, kwargs in stream:
             if stats is None:

@@ -22,11 +22,11 @@ from compress_extras import (
     UniformQuant,
     allocate_bits,
 )
-from compress_extras._allocation import fisher_diagonal, hutchinson_trace
+from compress_extras._sensitivities import fisher_diagonal, hutchinson_trace
 from spr.data import digits
 
 OPTIONS = [UniformQuant(2), UniformQuant(3), UniformQuant(4), UniformQuant(8), Float16()]
-SENSITIVITIES = ["output", "fisher", "hessian", "none"]
+SENSITIVITY_NAMES = ["output", "fisher", "hessian", "none"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -67,7 +67,7 @@ def weights_of(model, plan) -> list[torch.Tensor]:
     return [model.get_submodule(n).weight.detach() for n in plan.layers]
 
 
-@pytest.mark.parametrize("sensitivity", SENSITIVITIES)
+@pytest.mark.parametrize("sensitivity", SENSITIVITY_NAMES)
 def test_budget_met_and_never_worse_than_uniform(trained, sensitivity, record_property):
     model, calibration, (xt, yt) = trained
     before = copy.deepcopy(model.state_dict())
@@ -76,7 +76,7 @@ def test_budget_met_and_never_worse_than_uniform(trained, sensitivity, record_pr
     assert plan.layers == ("0", "2", "4")
     W = weights_of(model, plan)
     n = sum(w.numel() for w in W)
-    recomputed = sum(q.bits(w) for q, w in zip(plan.quantizers, W, strict=True))
+    recomputed = sum(q.storage_bits(w) for q, w in zip(plan.quantizers, W, strict=True))
     assert plan.total_bits == recomputed <= plan.budget_bits == 3.0 * n
     assert plan.average_bits == pytest.approx(plan.total_bits / n)
     assert plan.predicted_distortion == pytest.approx(sum(plan.layer_distortion))
@@ -140,7 +140,7 @@ def test_distortions_match_direct_computation(trained):
             assert none.cost[i, k] == pytest.approx(float((D**2).sum()), rel=1e-10)
             direct = float(((inputs[name] @ D.T) ** 2).sum())  # ||X W^T - X W_hat^T||^2
             assert output.cost[i, k] == pytest.approx(direct, rel=1e-8, abs=1e-10)
-            assert output.size[i, k] == option.bits(W)
+            assert output.size[i, k] == option.storage_bits(W)
 
 
 def test_conv_output_distortion_matches_the_convolution():
@@ -242,7 +242,7 @@ def test_pruned_only_where_allowed(trained):
                           allowed={"pruned": ["0"]}, progress=False)
     assert "pruned" not in loose.options  # pruning a whole layer costs too much when not needed
     # only the small last layer may be pruned: 1.5 bits per weight are out of reach
-    minimum = options[0].bits(W[0]) + options[0].bits(W[1])
+    minimum = options[0].storage_bits(W[0]) + options[0].storage_bits(W[1])
     with pytest.raises(ValueError, match=re.escape(f"minimum feasible budget {minimum!r} bits")):
         allocate_bits(model, options, AverageBits(1.5), calibration=calibration,
                       allowed={"pruned": ["4"]}, progress=False)
@@ -282,7 +282,7 @@ def test_apply_and_json(trained, tmp_path):
         assert torch.equal(quantized.get_submodule(name).bias, original.bias)
         if isinstance(option, UniformQuant):
             levels = max(len(torch.unique(row)) for row in weight)
-            assert levels <= 2**option.bits_per_weight
+            assert levels <= 2**option.bits
     data = json.loads(plan.to_json(tmp_path / "plan.json"))
     assert json.loads((tmp_path / "plan.json").read_text()) == data
     assert [entry["option"] for entry in data["layers"]] == list(plan.options)
@@ -299,7 +299,7 @@ def test_uniform_quant_levels_error_and_bits(per, bits):
     W_hat = option.quantize(W)
     assert W_hat.shape == W.shape and W_hat.dtype == W.dtype
     blocks_per_row = 1 if per == "channel" else 3
-    assert option.bits(W) == bits * W.numel() + 32 * 6 * blocks_per_row
+    assert option.storage_bits(W) == bits * W.numel() + 32 * 6 * blocks_per_row
     rows, rows_hat = W.reshape(6, -1), W_hat.reshape(6, -1)
     width = 75 if per == "channel" else 32
     for r in range(6):
@@ -314,9 +314,9 @@ def test_uniform_quant_levels_error_and_bits(per, bits):
 
 def test_builtin_options_and_protocol():
     W = torch.randn(4, 8, dtype=torch.float64)
-    assert torch.allclose(Float16().quantize(W), W, rtol=1e-3) and Float16().bits(W) == 512
+    assert torch.allclose(Float16().quantize(W), W, rtol=1e-3) and Float16().storage_bits(W) == 512
     assert Float16().quantize(W).dtype == torch.float64
-    assert torch.equal(Pruned().quantize(W), torch.zeros_like(W)) and Pruned().bits(W) == 0
+    assert torch.equal(Pruned().quantize(W), torch.zeros_like(W)) and Pruned().storage_bits(W) == 0
     constant = torch.full((2, 3), 0.7)
     assert torch.equal(UniformQuant(2).quantize(constant), constant)  # zero range: no NaN
     for option in (UniformQuant(4), Float16(), Pruned()):
@@ -410,7 +410,7 @@ def _old_gram(module, x):
 
 def test_costs_unchanged_from_the_old_gram_on_padded_and_grouped_convs():
     """The shared rows give the old numbers (to float64 rounding) where the old code worked."""
-    from compress_extras._allocation import output_distortion
+    from compress_extras._sensitivities import output_distortion
 
     torch.manual_seed(4)
     model = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(),
@@ -504,17 +504,55 @@ def test_string_ties_refused(trained):
 
 def test_bad_input_refused_before_any_work(trained, monkeypatch):
     """Every check runs before the model is run or a weight quantized."""
-    import compress_extras._allocation as allocation
+    import dataclasses
+
+    from compress_extras._sensitivities import SENSITIVITIES
 
     model, (x, _), _ = trained
 
     def no_work(*args, **kwargs):
         raise AssertionError("work started before the arguments were checked")
 
-    monkeypatch.setattr(allocation, "_sensitivity", no_work)
+    for name, sensitivity in SENSITIVITIES.items():
+        monkeypatch.setitem(SENSITIVITIES, name, dataclasses.replace(sensitivity, measure=no_work))
     with pytest.raises(TypeError, match="ties"):
         allocate_bits(model, OPTIONS, AverageBits(3.0), calibration=x, ties="03", progress=False)
     bad = x.clone()
     bad[0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN or inf"):
         allocate_bits(model, OPTIONS, AverageBits(3.0), calibration=bad, progress=False)
+
+
+def test_a_registered_sensitivity_is_offered(trained):
+    """Adding a sensitivity is registering one entry: allocate_bits measures and prices with it,
+    through the same keyword signature as the built-in ones."""
+    from compress_extras._sensitivities import (
+        SENSITIVITIES,
+        Sensitivity,
+        register_sensitivity,
+        squared_error,
+    )
+
+    model, _, _ = trained
+    calls = []
+
+    def layer_index(model, layers, batches, *, loss, probes, fisher_samples, seed, progress):
+        calls.append((list(layers), batches, probes))
+        return [float(i + 1) for i in range(len(layers))]
+
+    assert list(SENSITIVITIES) == SENSITIVITY_NAMES
+    register_sensitivity("layer_index", Sensitivity(layer_index, squared_error,
+                                                    needs_calibration=False))
+    try:
+        plan = allocate_bits(model, OPTIONS, AverageBits(3.0), "layer_index", probes=3,
+                             progress=False)
+    finally:
+        del SENSITIVITIES["layer_index"]
+    none = allocate_bits(model, OPTIONS, AverageBits(3.0), "none", progress=False)
+    assert calls == [(["0", "2", "4"], [], 3)] and plan.sensitivity == "layer_index"
+    np.testing.assert_allclose(plan.cost, none.cost * np.array([[1.0], [2.0], [3.0]]),
+                               rtol=1e-12)
+    with pytest.raises(TypeError, match=r"Sensitivity\(measure, distortion"):
+        register_sensitivity("bad", layer_index)
+    with pytest.raises(ValueError, match=re.escape(f"one of {tuple(SENSITIVITY_NAMES)}")):
+        allocate_bits(model, OPTIONS, AverageBits(3.0), "layer_index", progress=False)

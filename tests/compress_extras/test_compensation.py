@@ -20,9 +20,9 @@ from compress_extras import (
     allocate_bits,
     register_adapter,
 )
-from compress_extras._allocation import output_distortion
 from compress_extras._compensation import ADAPTERS, column_quantizer, compensated_weight
 from compress_extras._gptq import UniformColumns
+from compress_extras._sensitivities import output_distortion
 
 OPTIONS = [AsymmetricRTN(3), AsymmetricRTN(4, per="group", group_size=16), UniformQuant(3),
            ShiftQuant(3), ICQuantOption(3, 0.05), Float16()]
@@ -120,3 +120,23 @@ def test_register_adapter_makes_a_new_option_compensable():
         del ADAPTERS[MyQuant]
     with pytest.raises(TypeError):
         register_adapter("MyQuant", UniformColumns)
+
+
+def test_compensation_is_the_allocators_compensator(net_and_data):
+    """allocate_bits reaches GPTQ through the Compensator protocol (no import of this module):
+    Compensation's hessian and weight are as_hessian and compensated_weight."""
+    from compress_extras._allocation_plan import Compensator
+    from compress_extras._compensation import as_hessian
+
+    net, x = net_and_data
+    settings = Compensation(block_size=4)
+    assert isinstance(settings, Compensator) and not isinstance(object(), Compensator)
+    gram = (x.T.double() @ x.double())[None]
+    H = settings.hessian(gram, "0")
+    assert torch.equal(H, as_hessian(gram, "0"))
+    W = net[0].weight.detach()
+    assert torch.equal(settings.weight(AsymmetricRTN(3), W, H),
+                       compensated_weight(AsymmetricRTN(3), W, H, settings))
+    with pytest.raises(TypeError, match="compensate must be a Compensation"):
+        allocate_bits(net, OPTIONS, AverageBits(4.0), calibration=x, compensate="gptq",
+                      progress=False)

@@ -1,14 +1,22 @@
 """spr._input_statistics: the rows of a layer reproduce its output (every padding form, stride,
 dilation, channel groups, padding modes), and the accumulated sums are the rows' Gram matrix and
-cross terms whatever the chunking."""
+cross terms whatever the chunking, with row weights, given targets and centring; the hook
+collector gives the sums of the statistics fed directly."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import spr._solve_mip
-from spr._input_statistics import InputStatistics, conv_padding, grouped_rows, layer_rows
+from spr._input_statistics import (
+    InputStatistics,
+    collect_input_statistics,
+    conv_padding,
+    grouped_rows,
+    layer_rows,
+)
 
 CONVS = {
     "same": lambda: nn.Conv2d(3, 4, 3, padding="same"),
@@ -183,3 +191,123 @@ def test_matches_f_conv2d_on_a_gpu_if_there_is_one():
     assert stats.gram.device.type == "cuda"
     torch.testing.assert_close(stats.yty.reshape(-1), (out**2).sum(dim=(0, 2, 3)),
                                rtol=1e-4, atol=1e-4)
+
+
+def test_row_weights_count_each_batch_that_many_times():
+    """sum_b w_b R_b^T R_b and friends, against the rows written out."""
+    torch.manual_seed(3)
+    layer = nn.Linear(5, 3)
+    X1, X2, X3 = torch.randn(6, 5), torch.randn(2, 5), torch.randn(4, 5)
+    stats = InputStatistics(layer, layer.weight)
+    stats.update(X1)
+    stats.update(X2, weight=2.5)
+    stats.update(X3, weight=0)  # left out
+    R = torch.cat([X1, X2, X2]).double()  # X2 at weight 2.5: two copies at 1.25 each
+    w = torch.cat([torch.ones(6), torch.full((4,), 1.25)]).double()
+    Y = R @ layer.weight.detach().double().T
+    assert stats.count == 6 + 2 * 2.5
+    torch.testing.assert_close(stats.gram[0], (R * w[:, None]).T @ R)
+    torch.testing.assert_close(stats.xty[0], (R * w[:, None]).T @ Y)
+    torch.testing.assert_close(stats.yty[0], (w[:, None] * Y * Y).sum(0))
+    torch.testing.assert_close(stats.row_sum[0], (w[:, None] * R).sum(0))
+    torch.testing.assert_close(stats.target_sum[0], (w[:, None] * Y).sum(0))
+    with pytest.raises(ValueError, match="weight must be a number >= 0"):
+        stats.update(X1, weight=-1.0)
+
+
+@pytest.mark.parametrize("name", ["int", "groups-2-stride-dilation"])
+def test_given_targets_are_the_layers_outputs(name):
+    """Targets passed as outputs (B, O, H', W') give the sums of the target weights' path; a
+    shifted target shifts the cross terms accordingly."""
+    torch.manual_seed(4)
+    conv = CONVS[name]().double()
+    X = torch.randn(3, conv.in_channels, 9, 9, dtype=torch.float64)
+    out = F.conv2d(X, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+    by_weight = InputStatistics(conv, conv.weight, chunk_size=2)
+    by_weight.update(X)
+    given = InputStatistics(conv, chunk_size=2)
+    given.update(X, targets=out)
+    for field in ("gram", "xty", "yty", "row_sum", "target_sum"):
+        torch.testing.assert_close(getattr(given, field), getattr(by_weight, field))
+    shift = torch.randn_like(out)
+    shifted = InputStatistics(conv)
+    shifted.update(X, targets=out + shift)
+    rows = grouped_rows(conv, X)
+    g = conv.groups
+    S = shift.reshape(3, g, -1, out.shape[2] * out.shape[3]).permute(1, 0, 3, 2).reshape(
+        g, rows.shape[1], -1)
+    torch.testing.assert_close(shifted.xty, by_weight.xty + rows.mT @ S)
+    with pytest.raises(ValueError, match="target_inputs or targets"):
+        by_weight.update(X, X, targets=out)
+    with pytest.raises(ValueError, match=r"shape \(N, 6, H', W'\)|shape \(N, 4, H', W'\)"):
+        given.update(X, targets=out[:, :2])
+    with pytest.raises(ValueError, match="output rows"):
+        given.update(X, targets=out[:, :, :2])
+
+
+def test_means_and_centred_means():
+    """means(center=True) is the covariance of the rows and targets (numpy, independently)."""
+    torch.manual_seed(5)
+    layer = nn.Linear(4, 2)
+    X = torch.randn(50, 4, dtype=torch.float64) + 3.0
+    stats = InputStatistics(layer, layer.weight.double())
+    stats.update(X[:20])
+    stats.update(X[20:])
+    x = X.numpy()
+    y = x @ layer.weight.detach().double().numpy().T
+    gram, xty, yty = stats.means()
+    np.testing.assert_allclose(gram[0].numpy(), x.T @ x / 50, rtol=1e-12)
+    np.testing.assert_allclose(xty[0].numpy(), x.T @ y / 50, rtol=1e-12)
+    np.testing.assert_allclose(yty[0].numpy(), (y * y).mean(0), rtol=1e-12)
+    gram, xty, yty = stats.means(center=True)
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    np.testing.assert_allclose(gram[0].numpy(), xc.T @ xc / 50, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(xty[0].numpy(), xc.T @ yc / 50, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(yty[0].numpy(), (yc * yc).mean(0), rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="seen no inputs"):
+        InputStatistics(layer).means()
+
+
+def test_float32_products_summed_in_float64_on_a_chosen_device():
+    layer = nn.Linear(3, 2)
+    X = torch.randn(8, 3)
+    stats = InputStatistics(layer, layer.weight, compute_dtype=torch.float32, device="cpu")
+    stats.update(X)
+    assert stats.gram.dtype == stats.xty.dtype == torch.float64
+    assert stats.target.dtype == torch.float32 and stats.gram.device.type == "cpu"
+    torch.testing.assert_close(stats.gram[0], (X.T @ X).double())
+
+
+def test_collected_statistics_are_those_fed_directly():
+    """The hook collector gives each layer the sums of InputStatistics fed its inputs by hand,
+    names a layer in its errors, and removes its hooks."""
+    torch.manual_seed(6)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, groups=1), nn.ReLU(),
+                        nn.Conv2d(4, 4, 3, stride=2, groups=2), nn.Flatten(), nn.Linear(36, 5))
+    batches = [torch.randn(2, 3, 8, 8), torch.randn(3, 3, 8, 8)]
+    with collect_input_statistics(net, ["0", "2", "4"], cross_terms=True, chunk_size=1) as stats:
+        with torch.no_grad():
+            for x in batches:
+                net(x)
+    assert list(stats) == ["0", "2", "4"]
+    for name, start in (("0", 0), ("2", 2), ("4", 4)):
+        layer = net.get_submodule(name)
+        direct = InputStatistics(layer, layer.weight)
+        for x in batches:
+            with torch.no_grad():
+                direct.update(net[:start](x))
+        assert stats[name].count == direct.count
+        for field in ("gram", "xty", "yty", "row_sum", "target_sum"):
+            torch.testing.assert_close(getattr(stats[name], field), getattr(direct, field),
+                                       rtol=1e-12, atol=1e-12)
+    assert all(not m._forward_pre_hooks for m in net.modules())
+    with pytest.raises(ValueError, match="layer '0': its calibration inputs: .*NaN"):
+        with collect_input_statistics(net, ["0"]):
+            net(torch.full((1, 3, 8, 8), float("nan")))
+    assert all(not m._forward_pre_hooks for m in net.modules())
+    with pytest.raises(ValueError, match="no layer named 'fc'"):
+        with collect_input_statistics(net, ["fc"]):
+            pass
+    with pytest.raises(ValueError, match="layer '1' is a ReLU"):
+        with collect_input_statistics(net, ["1"]):
+            pass
