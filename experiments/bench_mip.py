@@ -54,8 +54,10 @@ def main() -> None:
     have_scip = importlib.util.find_spec("pyscipopt") is not None
     methods = {
         "branch and bound": lambda p: mip.solve_branch_and_bound(p, args.time_limit),
-        "OA, perspective cuts": lambda p: mip.solve_outer_approximation(p, time_limit=args.time_limit, cuts="perspective"),
-        "OA, plain tangent cuts": lambda p: mip.solve_outer_approximation(p, time_limit=args.time_limit, cuts="tangent"),
+        "OA, perspective cuts": lambda p: mip.solve_outer_approximation(
+            p, time_limit=args.time_limit, cuts="perspective"),
+        "OA, plain tangent cuts": lambda p: mip.solve_outer_approximation(
+            p, time_limit=args.time_limit, cuts="tangent"),
     }
     if have_scip:
         methods["SCIP"] = lambda p: mip.solve_scip(p, args.time_limit)
