@@ -1,14 +1,7 @@
-"""CIFAR-10 and CIFAR-100 (Krizhevsky 2009) from a local copy in CIFAR's python format.
+"""CIFAR-10 and CIFAR-100 (Krizhevsky 2009) from a local copy in torchvision's layout (no network).
 
-CIFAR cannot be fetched here (no network); point ``root`` at a copy laid out as
-torchvision leaves it: ``root/cifar-10-batches-py/{data_batch_1..5, test_batch,
-batches.meta}`` or ``root/cifar-100-python/{train, test, meta}``.
-
-The files are pickles. Unpickling can run arbitrary code, so they are read with an
-unpickler that refuses every global except the three numpy needs to rebuild an array
-(``_reconstruct``, ``ndarray``, ``dtype``): the files hold only dicts, lists, bytes, ints
-and numpy arrays.
-"""
+The pickles are read refusing every global but numpy's ``_reconstruct``, ``ndarray``, ``dtype``
+(unpickling can run arbitrary code)."""
 
 from __future__ import annotations
 
@@ -21,27 +14,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from spr.data._errors import DatasetNotFoundError, check_split
-from spr.data._split import ImageSplit
+from spr.data._split import DatasetNotFoundError, ImageSplit, check_split
 
 __all__ = ["cifar"]
 
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),  # pickled by numpy 1.x (and the original files)
-    ("numpy._core.multiarray", "_reconstruct"),  # pickled by numpy 2.x
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
+_ALLOWED_GLOBALS = {  # _reconstruct as numpy 1.x (the original files) and 2.x pickle it
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
 }
-_LAYOUT = {
-    # classes: (folder, train files, test files, meta file, label key, class-names key)
-    10: (
-        "cifar-10-batches-py",
-        tuple(f"data_batch_{i}" for i in range(1, 6)),
-        ("test_batch",),
-        "batches.meta",
-        "labels",
-        "label_names",
-    ),
+_LAYOUT = {  # classes: (folder, train files, test files, meta file, label key, class-names key)
+    10: ("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
+         "batches.meta", "labels", "label_names"),
     100: ("cifar-100-python", ("train",), ("test",), "meta", "fine_labels", "fine_label_names"),
 }
 
@@ -66,10 +49,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED_GLOBALS:
             return _numpy_global(name)
-        raise pickle.UnpicklingError(
-            f"{self._path}: refusing to load global {module}.{name}: a CIFAR file holds only "
-            "dicts, lists, bytes and numpy arrays (is this really a CIFAR file?)"
-        )
+        raise pickle.UnpicklingError(f"{self._path}: refusing to load global {module}.{name}: a "
+                                     "CIFAR file holds only dicts, lists, bytes and numpy arrays "
+                                     "(is this really a CIFAR file?)")
 
 
 def _unpickle(path: Path) -> Any:
@@ -100,29 +82,9 @@ def _read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cifar(root: str | os.PathLike[str], split: str = "train", classes: int = 10) -> ImageSplit:
-    """CIFAR-10 or CIFAR-100 (fine labels) from a local copy in CIFAR's python format.
-
-    Args:
-        root: the folder holding ``cifar-10-batches-py/`` or ``cifar-100-python/`` (a
-            torchvision root), or that dataset folder itself.
-        split: ``"train"`` (50000 images) or ``"test"`` (10000).
-        classes: 10 or 100.
-
-    Returns:
-        An :class:`ImageSplit`: images (N, 3, 32, 32) uint8 (each file row is the R plane,
-        then G, then B, each 32x32 row-major), labels (N,) int64, the class names from the
-        meta file, name ``"cifar{classes}-{split}"``.
-
-    Raises:
-        DatasetNotFoundError: if the files are missing (CIFAR is not downloaded for you).
-        pickle.UnpicklingError: naming the file, if it references anything but numpy's
-            array globals.
-        ValueError: if a file does not have CIFAR's structure.
-
-    Example (not run as a doctest: it needs a local copy)::
-
-        cifar("~/datasets", "test", classes=100).images.shape  # torch.Size([10000, 3, 32, 32])
-    """
+    """CIFAR-10 or CIFAR-100 (fine labels), (N, 3, 32, 32) uint8: ``root`` holds (torchvision's
+    root) or is ``cifar-10-batches-py/`` or ``cifar-100-python/``. Raises DatasetNotFoundError,
+    pickle.UnpicklingError (a non-numpy global) or ValueError (not CIFAR's structure)."""
     check_split(split)
     if classes not in _LAYOUT:
         raise ValueError(f"classes must be 10 or 100; got {classes!r}")
@@ -131,36 +93,26 @@ def cifar(root: str | os.PathLike[str], split: str = "train", classes: int = 10)
     if root is None:
         raise DatasetNotFoundError(_not_found(classes, folder, None, files + (meta,)))
     r = Path(root).expanduser()
-    base = next(
-        (d for d in (r / folder, r) if all((d / f).is_file() for f in files + (meta,))), None
-    )
+    base = next((d for d in (r / folder, r) if all((d / f).is_file() for f in files + (meta,))),
+                None)
     if base is None:
         missing = tuple(f for f in files + (meta,) if not (r / folder / f).is_file())
         raise DatasetNotFoundError(_not_found(classes, folder, r / folder, missing))
     batches = [_read_batch(base / f, label_key) for f in files]
     data = np.concatenate([b[0] for b in batches])
     labels = np.concatenate([b[1] for b in batches])
-    names = tuple(
-        n.decode() if isinstance(n, bytes) else str(n)
-        for n in _get(_unpickle(base / meta), names_key, base / meta)
-    )
+    names = tuple(n.decode() if isinstance(n, bytes) else str(n)
+                  for n in _get(_unpickle(base / meta), names_key, base / meta))
     if len(labels) and not 0 <= labels.min() <= labels.max() < len(names):
-        raise ValueError(
-            f"{base}: labels in [{labels.min()}, {labels.max()}] but {len(names)} class names"
-        )
-    return ImageSplit(
-        images=torch.from_numpy(data.reshape(-1, 3, 32, 32)),
-        labels=torch.from_numpy(labels),
-        classes=names,
-        name=f"cifar{classes}-{split}",
-    )
+        raise ValueError(f"{base}: labels in [{labels.min()}, {labels.max()}] but {len(names)} "
+                         "class names")
+    return ImageSplit(torch.from_numpy(data.reshape(-1, 3, 32, 32)), torch.from_numpy(labels),
+                      names, f"cifar{classes}-{split}")
 
 
 def _not_found(classes: int, folder: str, where: Path | None, missing: tuple[str, ...]) -> str:
     place = "no root= given" if where is None else f"missing in {where}: {', '.join(missing)}"
-    return (
-        f"CIFAR-{classes} not found ({place}). CIFAR cannot be downloaded here (no network): "
-        f"pass root= the folder holding your local copy's {folder}/ (torchvision's layout, "
-        f"e.g. from torchvision.datasets.CIFAR{classes}(root, download=True) run on a machine "
-        "with network)."
-    )
+    return (f"CIFAR-{classes} not found ({place}). CIFAR cannot be downloaded here (no network): "
+            f"pass root= the folder holding your local copy's {folder}/ (torchvision's layout, "
+            f"e.g. from torchvision.datasets.CIFAR{classes}(root, download=True) run on a "
+            "machine with network).")

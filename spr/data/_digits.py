@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from spr.data._errors import check_split
-from spr.data._split import ImageSplit
+from spr.data._split import ImageSplit, check_split
 
 __all__ = ["digits"]
 
@@ -14,26 +13,13 @@ DIGITS_CLASSES = tuple(str(k) for k in range(10))
 
 
 def digits(split: str = "train", train_size: int = 1400, seed: int = 0) -> ImageSplit:
-    """The 8x8 digits of ``sklearn.datasets.load_digits``, split by a seeded permutation.
-
-    The 1797 images are shuffled by ``numpy.random.default_rng(seed).permutation``; the
-    first ``train_size`` form the training split and the rest the test split, so the two
-    are disjoint and the same for the same ``(train_size, seed)``. No files are needed.
-
-    Args:
-        split: ``"train"`` or ``"test"``.
-        train_size: 1 <= train_size < 1797.
-        seed: seed of the permutation.
-
-    Returns:
-        An :class:`ImageSplit`: images (N, 1, 8, 8) uint8 (the 0..16 values scaled by
-        ``v * 255 // 16``), labels (N,) int64 in 0..9, classes ``"0"``..``"9"``, name
-        ``"digits-{split}"``; N = train_size for ``"train"``, 1797 - train_size for ``"test"``.
+    """The 1797 8x8 digits of ``sklearn.datasets.load_digits``: ``train_size`` of them, drawn by
+    ``numpy.random.default_rng(seed).permutation``, are ``"train"``, the rest ``"test"``.
+    Images (N, 1, 8, 8) uint8 (the 0..16 values * 255 // 16), classes ``"0"``..``"9"``.
 
     Example:
-        >>> train, test = digits("train"), digits("test")
-        >>> len(train), len(test), train.images.shape[1:], int(train.images.max())
-        (1400, 397, torch.Size([1, 8, 8]), 255)
+        >>> len(digits("train")), len(digits("test")), int(digits("test").images.max())
+        (1400, 397, 255)
     """
     from sklearn.datasets import load_digits  # imported here: importing sklearn is slow
 
@@ -47,9 +33,5 @@ def digits(split: str = "train", train_size: int = 1400, seed: int = 0) -> Image
     perm = np.random.default_rng(seed).permutation(n)
     idx = perm[:train_size] if split == "train" else perm[train_size:]
     images = (values[idx] * 255 // 16).astype(np.uint8)
-    return ImageSplit(
-        images=torch.from_numpy(images).unsqueeze(1),
-        labels=torch.from_numpy(targets[idx]),
-        classes=DIGITS_CLASSES,
-        name=f"digits-{split}",
-    )
+    return ImageSplit(torch.from_numpy(images).unsqueeze(1), torch.from_numpy(targets[idx]),
+                      DIGITS_CLASSES, f"digits-{split}")

@@ -19,7 +19,7 @@ from spr.data import (
     read_shards,
     write_shards,
 )
-from spr.data import _shards as shards_mod
+from spr.data import _shard_writer as shards_mod
 
 N, SHAPE = 23, (2, 5, 4)  # 40 bytes a sample
 

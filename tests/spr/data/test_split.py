@@ -1,10 +1,9 @@
-"""ImageSplit: validation, to_float with padding, the batch loader, augmentation, subsets."""
+"""ImageSplit: validation, to_float with padding, its batch loader with augmentation, subsets."""
 
 import pytest
 import torch
 
-from spr.data import BatchLoader, ImageSplit, random_crop_flip
-from spr.data._augment import crop_flip
+from spr.data import ImageLoader, ImageSplit
 
 
 def make_split(n=50, c=1, h=28, w=28, n_classes=10, seed=0):
@@ -56,35 +55,6 @@ def test_to_float_and_padding():
         s.to_float(pad_to=20)
 
 
-def test_crop_flip_zero_shift_is_flip():
-    x = torch.rand(6, 3, 32, 32)
-    zero = torch.zeros(6, 2, dtype=torch.long)
-    assert torch.equal(crop_flip(x, zero, torch.ones(6, dtype=torch.bool)), x.flip(-1))
-    assert torch.equal(crop_flip(x, zero, torch.zeros(6, dtype=torch.bool)), x)
-
-
-def test_crop_flip_shift_matches_padded_crop():
-    x = torch.rand(4, 2, 9, 7)
-    shifts = torch.tensor([[1, -2], [-4, 4], [0, 3], [2, 0]])
-    flips = torch.tensor([False, True, True, False])
-    out = crop_flip(x, shifts, flips, padding=4)
-    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
-    for i, ((dy, dx), f) in enumerate(zip(shifts.tolist(), flips.tolist(), strict=True)):
-        want = padded[i, :, 4 + dy : 4 + dy + 9, 4 + dx : 4 + dx + 7]
-        assert torch.equal(out[i], want.flip(-1) if f else want)
-    with pytest.raises(ValueError, match="shifts"):
-        crop_flip(x, shifts * 2, flips, padding=4)
-
-
-def test_random_crop_flip_deterministic():
-    x = torch.rand(64, 3, 32, 32)
-    a = random_crop_flip(x, generator=torch.Generator().manual_seed(1))
-    b = random_crop_flip(x, generator=torch.Generator().manual_seed(1))
-    c = random_crop_flip(x, generator=torch.Generator().manual_seed(2))
-    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
-    assert not torch.equal(a, x)
-
-
 def batches(loader):
     return [(x.clone(), y.clone()) for x, y in loader]
 
@@ -92,7 +62,7 @@ def batches(loader):
 def test_loader_covers_the_split_once():
     s = make_split(n=50)
     loader = s.loader(batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(0))
-    assert isinstance(loader, BatchLoader) and len(loader) == 4
+    assert isinstance(loader, ImageLoader) and len(loader) == 4
     out = batches(loader)
     assert [len(y) for _, y in out] == [16, 16, 16, 2]
     x = torch.cat([b[0] for b in out])

@@ -1,5 +1,6 @@
-"""On-device augmentation equals the per-image reference (torchvision, and the classic PIL
-pipeline) for fixed random parameters, and is reproducible with seeded generators."""
+"""The batch augmentation equals the per-image reference (torchvision, and the classic PIL
+pipeline) for fixed random parameters, crops and flips as specified, and is reproducible with
+seeded generators."""
 
 import numpy as np
 import pytest
@@ -7,16 +8,8 @@ import torch
 import torchvision.transforms.functional as TF1
 from PIL import Image
 
-from spr.data import (
-    DeviceAugment,
-    augment_batch,
-    augment_reference,
-    crop_flip,
-    dali_available,
-    draw_crop_flip,
-    random_crop_flip,
-)
-from spr.data._split import pad_images
+from spr.data import Augment, augment_batch, augment_reference, draw_crop_flip
+from spr.data._augment import pad_images
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 MEAN3, STD3 = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
@@ -78,10 +71,30 @@ def test_batch_equals_the_classic_pil_pipeline():
         assert torch.equal(out[i], ref), f"image {i}"
 
 
-def test_agrees_with_crop_flip_on_float_images():
+def test_zero_shift_is_flip():
+    x = torch.rand(6, 3, 32, 32)
+    zero = torch.zeros(6, 2, dtype=torch.long)
+    assert torch.equal(augment_batch(x, zero, torch.ones(6, dtype=torch.bool)), x.flip(-1))
+    assert torch.equal(augment_batch(x, zero, torch.zeros(6, dtype=torch.bool)), x)
+
+
+def test_shift_matches_padded_crop():
+    x = torch.rand(4, 2, 9, 7)
+    shifts = torch.tensor([[1, -2], [-4, 4], [0, 3], [2, 0]])
+    flips = torch.tensor([False, True, True, False])
+    out = augment_batch(x, shifts, flips, padding=4)
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    for i, ((dy, dx), f) in enumerate(zip(shifts.tolist(), flips.tolist(), strict=True)):
+        want = padded[i, :, 4 + dy : 4 + dy + 9, 4 + dx : 4 + dx + 7]
+        assert torch.equal(out[i], want.flip(-1) if f else want)
+    with pytest.raises(ValueError, match="shifts"):
+        augment_batch(x, shifts * 2, flips, padding=4)
+
+
+def test_uint8_and_float_images_agree_and_pad_to_is_padding_first():
     x = batch(10, 3, 8, 8)
     shifts, flips = draw_crop_flip(10, 4, torch.Generator().manual_seed(5))
-    want = crop_flip(pad_images(x.float() / 255, 12), shifts, flips, 4)
+    want = augment_batch(pad_images(x.float() / 255, 12), shifts, flips)
     assert torch.equal(augment_batch(x, shifts, flips, pad_to=12), want)
     assert torch.equal(augment_batch(x.float() / 255, shifts, flips, pad_to=12), want)
 
@@ -96,7 +109,7 @@ def test_no_random_parameters_is_pad_and_normalise():
 @pytest.mark.parametrize("device", DEVICES)
 def test_seeded_generators_reproduce(device):
     x = batch(32, 1, 28, 28).to(device)
-    aug = DeviceAugment(pad_to=32, mean=0.286, std=0.353)
+    aug = Augment(pad_to=32, mean=0.286, std=0.353)
     gen = lambda s: torch.Generator(device).manual_seed(s)  # noqa: E731 - on the device
     a, b, c = aug(x, gen(0)), aug(x, gen(0)), aug(x, gen(1))
     assert a.device.type == device and torch.equal(a, b) and not torch.equal(a, c)
@@ -106,17 +119,20 @@ def test_seeded_generators_reproduce(device):
     assert int(s1.abs().max()) == 4 and 0 < int(f1.sum()) < 64
 
 
-def test_same_stream_as_random_crop_flip():
-    x = batch(16, 3, 8, 8).float() / 255
-    aug = DeviceAugment()  # crop + flip, no padding to size, no normalisation
-    want = random_crop_flip(x, 4, torch.Generator().manual_seed(0))
-    assert torch.equal(aug(x, torch.Generator().manual_seed(0)), want)
+def test_call_is_draw_then_apply_and_deterministic():
+    x = batch(64, 3, 8, 8).float() / 255
+    aug = Augment()  # crop + flip, no padding to size, no normalisation
+    a = aug(x, torch.Generator().manual_seed(1))
+    shifts, flips = draw_crop_flip(64, 4, torch.Generator().manual_seed(1))
+    assert torch.equal(a, augment_batch(x, shifts, flips))
+    assert torch.equal(a, aug(x, torch.Generator().manual_seed(1)))
+    assert not torch.equal(a, aug(x, torch.Generator().manual_seed(2))) and not torch.equal(a, x)
     # flip-only and crop-only draw the same stream, then drop their half
-    s, f = DeviceAugment(crop=False).draw(16, torch.Generator().manual_seed(0))
+    s, f = Augment(crop=False).draw(16, torch.Generator().manual_seed(0))
     assert not s.any() and torch.equal(
         f, draw_crop_flip(16, 4, torch.Generator().manual_seed(0))[1]
     )
-    assert DeviceAugment(crop=False, flip=False).draw(16) is None
+    assert Augment(crop=False, flip=False).draw(16) is None
 
 
 def test_bad_input():
@@ -130,14 +146,11 @@ def test_bad_input():
     with pytest.raises(ValueError, match="both mean and std"):
         augment_batch(x, mean=0.5)
     with pytest.raises(ValueError, match="std must be > 0"):
-        DeviceAugment(mean=0.5, std=0.0)
+        Augment(mean=0.5, std=0.0)
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         augment_batch(x[0])
     with pytest.raises(ValueError, match="uint8"):
         augment_batch(x.int())
     with pytest.raises(ValueError, match="pad_to must be at least"):
         augment_batch(x, pad_to=3)
-    if not dali_available():
-        with pytest.raises(ImportError, match="DALI"):
-            DeviceAugment(backend="dali")
     assert np.isclose(float(augment_batch(x[:, :1], mean=0.0, std=1.0).max()), x.max() / 255)

@@ -1,10 +1,11 @@
-"""The shard loader: the same batches as the in-memory loader, whatever the workers and the
-place of the augmentation; reproducible; usable by the training loop."""
+"""The loader: the same batches from shards as from memory, whatever the workers and the place
+of the augmentation; the same settings for both sources; reproducible; usable by the training
+loop."""
 
 import pytest
 import torch
 
-from spr.data import ShardLoader, digits, write_shards
+from spr.data import ImageLoader, digits, write_shards
 
 CONFIGS = [
     dict(workers=0, augment_on="device"),
@@ -44,6 +45,29 @@ def test_same_batches_as_the_in_memory_loader(shards, reference, config):
     assert len(loader) == 11 and len(got) == len(reference) == 22
     for (x, y), (xr, yr) in zip(got, reference, strict=True):
         assert x.dtype == torch.float32 and torch.equal(x, xr) and torch.equal(y, yr)
+
+
+@pytest.mark.parametrize("config", CONFIGS[1:4], ids=lambda c: "-".join(map(str, c.values())))
+def test_an_in_memory_split_with_workers_and_every_setting(split, reference, config):
+    g = torch.Generator().manual_seed(0)
+    loader = split.loader(128, True, 12, True, generator=g, device="cpu", **config)
+    assert isinstance(loader, ImageLoader) and loader.device == split.device
+    got = batches(loader)
+    for (x, y), (xr, yr) in zip(got, reference, strict=True):
+        assert torch.equal(x, xr) and torch.equal(y, yr)
+    x, y = next(iter(split.loader(4, False, normalize=(0.5, 0.25), indices=[3, 1])))
+    assert torch.equal(x, split.images[[3, 1]].float().div(255).sub(0.5).div(0.25))
+    assert torch.equal(y, split.labels[[3, 1]])
+
+
+def test_the_source_protocol(split, shards):
+    idx = torch.tensor([1399, 0, 299, 300])
+    for source in (split, shards):
+        assert source.sample_shape == (1, 8, 8) and source.device == torch.device("cpu")
+        assert torch.equal(source.gather(idx), split.images[idx])
+        assert torch.equal(source.labels[idx], split.labels[idx])
+    with pytest.raises(TypeError):
+        split.loader(128, True, None, False, None)  # the settings after augment are keywords
 
 
 def test_normalised_and_unshuffled(shards, split):
@@ -120,7 +144,7 @@ def test_cuda_batches_equal_cpu_batches(shards):
 
 def test_bad_arguments(shards):
     with pytest.raises(ValueError, match="batch_size"):
-        ShardLoader(shards, batch_size=0)
+        ImageLoader(shards, batch_size=0)
     with pytest.raises(ValueError, match="pad_to must be at least"):
         shards.loader(pad_to=6)
     with pytest.raises(ValueError, match="worker_type"):
@@ -132,3 +156,9 @@ def test_bad_arguments(shards):
     if torch.cuda.is_available():
         with pytest.raises(ValueError, match="CPU torch.Generator"):
             shards.loader(generator=torch.Generator("cuda"))
+        on_gpu = digits("test")
+        on_gpu = type(on_gpu)(on_gpu.images.cuda(), on_gpu.labels.cuda(), on_gpu.classes, "g")
+        with pytest.raises(ValueError, match="workers gather on the CPU"):
+            on_gpu.loader(workers=1)
+        x, y = next(iter(on_gpu.loader(8, pad_to=12, augment=True)))
+        assert x.is_cuda and y.is_cuda and x.shape == (8, 1, 12, 12)
