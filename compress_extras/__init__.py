@@ -17,7 +17,9 @@ Public API:
     hessian_from_statistics         H from spr's InputStatistics (the layer MIP's statistics)
     ColumnQuantizer                 how one column is rounded; adapters AsymmetricColumns,
                                     UniformColumns, LloydColumns, ShiftColumns, ICQuantColumns
-    weighted_lloyd                  sensitivity-weighted (Fisher-diagonal) Lloyd codebooks
+    weighted_lloyd                  sensitivity-weighted (Fisher-diagonal) Lloyd codebooks;
+                                    under GPTQ: LloydColumns(b, sensitivity=...) or
+                                    LloydColumns.weighted_by(b, H)
     Compensation                    GPTQ settings; allocate_bits(..., compensate=Compensation())
                                     measures and applies every option after compensation
     register_adapter                let another option type be compensated

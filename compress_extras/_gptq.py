@@ -63,6 +63,7 @@ from torch import Tensor, nn
 from compress_extras._asymmetric import AsymmetricRTN, asymmetric_grid, quantize_to_grid
 from compress_extras._checks import check_int
 from compress_extras._options import UniformQuant
+from compress_extras._weighted_lloyd import weighted_lloyd
 from compress_extras.icquant._quantizer import ICQuantizer
 from compress_extras.icquant._scalar import Lloyd, _nearest
 from compress_extras.shift._levels import dequantize, fit_scale, project_codes
@@ -293,27 +294,54 @@ class UniformColumns:
         return low + q * scale
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LloydColumns:
-    """A 2^b-level codebook per output row, fitted once on the original W by
-    :class:`compress_extras.icquant.Lloyd` (float16 levels, as ICQuant stores them); each entry
-    goes to the nearest level of its row's codebook. Storage: b bits per weight plus 2^b float16
-    levels per row."""
+    """A 2^b-level codebook per output row, fitted once on the original W (float16 levels, as
+    ICQuant stores them); each entry goes to the nearest level of its row's codebook. Storage: b
+    bits per weight plus 2^b float16 levels per row.
+
+    The codebook is :class:`compress_extras.icquant.Lloyd`'s (plain k-means) or, with
+    ``sensitivity``, the sensitivity-weighted one (:func:`compress_extras.weighted_lloyd`, as
+    SqueezeLLM): ``sum_ij f_ij (W_ij - c_r(ij))^2`` is minimised, so the levels sit where the
+    sensitive weights are. ``sensitivity`` is per entry, (out, d) (a Fisher diagonal ``E[g^2]``
+    of the loss gradient, :func:`compress_extras._sensitivities.fisher_diagonal`), or per column,
+    (d,): ``H.diagonal()`` weighs each input by its energy on the calibration data (the diagonal of
+    the output error GPTQ minimises; no gradients needed), see :meth:`weighted_by`.
+    """
 
     bits: int
     iterations: int = 30
+    sensitivity: Tensor | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not 1 <= self.bits <= 8:
             raise ValueError(f"bits must be an int in 1..8; got {self.bits!r}")
         check_int("iterations", self.iterations, 0)
+        f = self.sensitivity
+        if f is not None and (not isinstance(f, Tensor) or f.ndim not in (1, 2)
+                              or not bool(torch.isfinite(f).all()) or bool((f < 0).any())):
+            raise ValueError("sensitivity must be a finite, non-negative (out, d) or (d,) "
+                             f"tensor; got {getattr(f, 'shape', type(f).__name__)}")
+
+    @classmethod
+    def weighted_by(cls, bits: int, H: Tensor, iterations: int = 30) -> LloydColumns:
+        """The codebook weighted by ``H``'s diagonal: each input's energy (class docstring)."""
+        return cls(bits, iterations, H.detach().diagonal().float().clone())
 
     @property
     def group_columns(self) -> None:
         return None
 
     def fit(self, weights: Tensor, columns: Tensor) -> Tensor:
-        return Lloyd(self.iterations).encode(weights, self.bits)[1].float()
+        if self.sensitivity is None:
+            return Lloyd(self.iterations).encode(weights, self.bits)[1].float()
+        f = self.sensitivity.to(weights.device)
+        f = f[columns].expand_as(weights) if f.ndim == 1 else f[:, columns]
+        if f.shape != weights.shape:
+            raise ValueError(f"sensitivity {tuple(self.sensitivity.shape)} does not match the "
+                             f"weights {tuple(weights.shape)}")
+        levels = weighted_lloyd(weights, f, 2**self.bits, self.iterations)
+        return levels.half().float().sort(dim=1).values  # float16, as stored
 
     def quantize(self, index: int, column: Tensor, grid: Tensor) -> Tensor:
         return _nearest_level(column, grid)

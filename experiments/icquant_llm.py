@@ -16,6 +16,11 @@ not calibrated on), and the weights are restored. Methods:
 - ICQuant (5% outliers per row, index-coded) with RTN and with Lloyd at 2 and 3 bits, without and
   with compensation (mask and grids fixed from W; the compensated weights stored through
   :meth:`ICQuantized.recode`, so their bits are counted from the same bytes);
+- GPTQ on a per-row Lloyd codebook (2 and 3 bits, 2^b float16 levels per row) fitted plainly or
+  weighted by each weight's sensitivity (SqueezeLLM's non-uniform levels,
+  :class:`compress_extras.LloydColumns`): by the Hessian's diagonal (each input's energy on the
+  calibration windows) or by the empirical Fisher diagonal (squared per-window gradients of the
+  next-token loss, :func:`compress_extras._sensitivities.fisher_diagonal`);
 - ICQuant with a bit-allocation plan: every layer picks (b in {2,3,4}) x (gamma in {0, 5%}) under
   an average of 2.3 and 3.3 bits per weight, distortion measured as the output error on the
   calibration windows (:func:`compress_extras.icquant.icquant_model`), without and with
@@ -39,15 +44,25 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
+import torch.nn.functional as F
 from _common import RESULTS, save_figure, write_json
 from tqdm import tqdm
 
-from compress_extras import AsymmetricRTN, AverageBits, Compensation, hessian_from_statistics
+from compress_extras import (
+    AsymmetricRTN,
+    AverageBits,
+    Compensation,
+    LloydColumns,
+    gptq_quantize,
+    hessian_from_statistics,
+)
 from compress_extras._compensation import compensated_weight
+from compress_extras._sensitivities import fisher_diagonal
 from compress_extras.icquant import ICQuantOption, icquant_model
 from compress_extras.llm import (
     austen_novels,
@@ -63,6 +78,29 @@ Q4_1_BITS = 4 + 2 * 16 / 32  # GGUF Q4_1: 4-bit codes, a float16 scale and minim
 
 
 GPTQ = Compensation(act_order=True)
+
+
+@dataclass(frozen=True)
+class LloydCodebook:
+    """GPTQ on a per-row Lloyd codebook, plain (``weighting="none"``) or weighted by each
+    weight's sensitivity, ``"hessian"`` (H's diagonal) or ``"fisher"`` (module docstring):
+    b-bit codes plus 2^b float16 levels per row."""
+
+    bits: int
+    weighting: str = "none"
+
+    @property
+    def name(self) -> str:
+        return f"lloyd{self.bits}-{self.weighting}"
+
+    def storage_bits(self, W: torch.Tensor) -> float:
+        return float(self.bits * W.numel() + W.shape[0] * 2**self.bits * 16)
+
+    def quantize(self, W: torch.Tensor, H: torch.Tensor, fisher: torch.Tensor | None):
+        sensitivity = {"none": None, "hessian": H.diagonal().float(), "fisher": fisher}
+        columns = LloydColumns(self.bits, sensitivity=sensitivity[self.weighting])
+        return gptq_quantize(W, H, columns, block_size=GPTQ.block_size, damp=GPTQ.damp,
+                             act_order=GPTQ.act_order)
 
 
 class HQQOption:
@@ -103,7 +141,7 @@ def rtn(b: int, group: int | None = None) -> AsymmetricRTN:
     return AsymmetricRTN(b) if group is None else AsymmetricRTN(b, "group", group)
 
 
-Option = AsymmetricRTN | ICQuantOption | HQQOption
+Option = AsymmetricRTN | ICQuantOption | HQQOption | LloydCodebook
 
 
 def methods(toy: bool) -> list[tuple[str, str, Option | None, float | None, bool]]:
@@ -121,6 +159,10 @@ def methods(toy: bool) -> list[tuple[str, str, Option | None, float | None, bool
     for b, group in gptq:
         where = "per channel" if group is None else f"per group {group}"
         rows.append((f"GPTQ RTN {b}-bit {where}", "gptq rtn", rtn(b, group), None, True))
+    for b in (3,) if toy else (2, 3):
+        for weighting in ("none", "hessian", "fisher"):
+            rows.append((f"GPTQ Lloyd {b}-bit per channel, {weighting} weights", "gptq lloyd",
+                         LloydCodebook(b, weighting), None, True))
     icquant = ((2, 0.05, "rtn"),) if toy else ((2, 0.05, "rtn"), (3, 0.05, "rtn"),
                                                (2, 0.05, "lloyd"), (3, 0.05, "lloyd"),
                                                (2, 0.1, "lloyd"))
@@ -151,13 +193,31 @@ def hessians_of(model, names, calibration) -> dict:
     return {n: hessian_from_statistics(s).float() for n, s in stats.items()}
 
 
+def fishers_of(model, names, calibration) -> dict:
+    """Per layer, the empirical Fisher diagonal of its weight: the mean over the calibration
+    windows of the squared gradient of the window's next-token loss (float32)."""
+    def loss(output, tokens):
+        return F.cross_entropy(output.logits[0, :-1].float(), tokens[0, 1:])
+
+    weights = [model.get_submodule(n).weight for n in names]
+    fisher = fisher_diagonal(model, weights, [(calibration, calibration)], loss,
+                             max_samples=len(calibration), progress=True)
+    return {n: f.float() for n, f in zip(names, fisher, strict=True)}
+
+
 @torch.no_grad()
-def apply_uniform(model, names, option, hessians=None) -> tuple[float, int]:
+def apply_uniform(model, names, option, hessians=None, fishers=None) -> tuple[float, int]:
     """Write ``option``'s reconstruction (GPTQ-compensated with ``hessians``) into every layer;
     (total bits, total weights)."""
     bits, weights = 0.0, 0
     for name in tqdm(names, desc=option.name, leave=False):
         W = model.get_submodule(name).weight
+        if isinstance(option, LloydCodebook):
+            fisher = None if fishers is None else fishers[name]
+            W.copy_(option.quantize(W, hessians[name], fisher))
+            bits += option.storage_bits(W)
+            weights += W.numel()
+            continue
         W_hat = None if hessians is None else compensated_weight(option, W, hessians[name], GPTQ)
         if isinstance(option, ICQuantOption):
             coded = option.code(W) if W_hat is None else option.code(W).recode(W_hat)
@@ -192,7 +252,7 @@ def smollm2_rows(args) -> tuple[list[dict], dict]:
         for n in names:
             model.get_submodule(n).weight.data.copy_(originals[n])
 
-    rows, plans, hessians = [], {}, None
+    rows, plans, hessians, fishers = [], {}, None, None
     start = time.perf_counter()
     ppl = perplexity(model, windows)
     rows.append({"method": "as shipped (Q4_1)", "family": "shipped", "bits_per_weight": Q4_1_BITS,
@@ -206,8 +266,12 @@ def smollm2_rows(args) -> tuple[list[dict], dict]:
         if compensated and hessians is None:
             hessians = hessians_of(model, names, calibration)
             row["statistics_seconds"] = time.perf_counter() - start
+        if isinstance(option, LloydCodebook) and option.weighting == "fisher" and fishers is None:
+            fishers = fishers_of(model, names, calibration)
+            row["fisher_seconds"] = time.perf_counter() - start
         if option is not None:
-            bits, weights = apply_uniform(model, names, option, hessians if compensated else None)
+            bits, weights = apply_uniform(model, names, option, hessians if compensated else None,
+                                          fishers)
             row.update(option=option.name, bits_per_weight=bits / weights)
         else:  # the options are measured once; the second budget re-solves the knapsack
             plan = plans.get(compensated)

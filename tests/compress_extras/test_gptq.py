@@ -175,6 +175,44 @@ def test_lloyd_columns_on_each_rows_codebook():
     assert not torch.equal(W_hat, Lloyd().decode(*Lloyd().encode(W, 2), 2))
 
 
+def test_weighted_lloyd_columns_with_equal_weights_are_plain_lloyd():
+    W, H = problem(13, out=8, d=40)
+    plain = gptq_quantize(W, H, LloydColumns(2), act_order=True)
+    for ones in (torch.ones(40), torch.ones(8, 40)):
+        assert torch.equal(gptq_quantize(W, H, LloydColumns(2, sensitivity=ones),
+                                         act_order=True), plain)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sensitivity_weighted_codebook_lowers_the_weighted_error(seed):
+    """The codebook weighted by H's diagonal (inputs of very different energy) rounds the
+    high-energy columns better: a lower weighted error sum_j H_jj (W_ij - c)^2 than the plain
+    codebook's, hence (H = its diagonal) a lower output error; every entry on its row's
+    float16 codebook, under activation order (the sensitivity follows the columns)."""
+    W, _ = problem(seed, out=8, d=64)
+    energy = torch.logspace(-2, 2, 64)[torch.randperm(64, generator=torch.Generator().manual_seed(
+        seed))]
+    H = torch.diag(energy)
+    weighted = LloydColumns.weighted_by(2, H)
+    W_plain = gptq_quantize(W, H, LloydColumns(2), act_order=True)
+    W_weighted = gptq_quantize(W, H, weighted, act_order=True)
+    assert output_error(W, W_weighted, H) < 0.8 * output_error(W, W_plain, H)
+    codebook = weighted.fit(W, torch.arange(64))
+    assert torch.equal(codebook, codebook.half().float()) and codebook.shape == (8, 4)
+    distance = (W_weighted[:, :, None] - codebook[:, None, :]).abs().amin(dim=2)
+    assert (distance == 0).all()
+
+
+def test_weighted_lloyd_columns_bad_sensitivity():
+    W, H = problem(14, out=8, d=40)
+    with pytest.raises(ValueError, match="sensitivity must be"):
+        LloydColumns(2, sensitivity=-torch.ones(40))
+    with pytest.raises(ValueError, match="sensitivity must be"):
+        LloydColumns(2, sensitivity=torch.full((40,), float("nan")))
+    with pytest.raises(ValueError, match="does not match"):
+        gptq_quantize(W, H, LloydColumns(2, sensitivity=torch.ones(7, 40)))
+
+
 @pytest.mark.parametrize("zero_code", [False, True])
 def test_shift_columns_on_the_power_of_two_levels(zero_code):
     W, H = problem(13, out=8, d=40)

@@ -40,4 +40,9 @@ def test_icquant_llm_toy(tmp_path):
     assert gptq["perplexity"] < plain["perplexity"] and gptq["compensated"]
     assert rows["GPTQ ICQuant-RTN 2-bit + 5% outliers"]["bits_per_weight"] == icq[
         "bits_per_weight"]
+    # the sensitivity-weighted codebooks: same storage as the plain one, finite perplexity
+    lloyd = [rows[f"GPTQ Lloyd 3-bit per channel, {w} weights"] for w in ("none", "hessian",
+                                                                          "fisher")]
+    assert len({r["bits_per_weight"] for r in lloyd}) == 1 and 3.0 < lloyd[0]["bits_per_weight"]
+    assert all(5 < r["perplexity"] < 10_000 for r in lloyd)
     assert "| method | bits/weight | perplexity |" in done.stdout
