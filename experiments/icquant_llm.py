@@ -13,9 +13,11 @@ not calibrated on), and the weights are restored. Methods:
   order, dampening 0.01), the Hessian of every layer from one pass of the dense model over the
   calibration windows of *Emma* (the statistics the layer MIP and ``allocate_bits`` use; not
   re-measured on the partly quantized model, as the GPTQ paper does);
-- ICQuant (5% outliers per row, index-coded) with RTN and with Lloyd at 2 and 3 bits, without and
-  with compensation (mask and grids fixed from W; the compensated weights stored through
-  :meth:`ICQuantized.recode`, so their bits are counted from the same bytes);
+- ICQuant (5% outliers per row, index-coded) with RTN (inliers on the float-minimum grid,
+  ``"rtn"``, or on the integer-zero-point grid with an exact zero, ``"asym"``) and with Lloyd at 2
+  and 3 bits, without and with compensation (mask and grids fixed from W; the compensated
+  weights stored through :meth:`ICQuantized.recode`, so their bits are counted from the same
+  bytes);
 - GPTQ on a per-row Lloyd codebook (2 and 3 bits, 2^b float16 levels per row) fitted plainly or
   weighted by each weight's sensitivity (SqueezeLLM's non-uniform levels,
   :class:`compress_extras.LloydColumns`): by the Hessian's diagonal (each input's energy on the
@@ -163,14 +165,14 @@ def methods(toy: bool) -> list[tuple[str, str, Option | None, float | None, bool
         for weighting in ("none", "hessian", "fisher"):
             rows.append((f"GPTQ Lloyd {b}-bit per channel, {weighting} weights", "gptq lloyd",
                          LloydCodebook(b, weighting), None, True))
-    icquant = ((2, 0.05, "rtn"),) if toy else ((2, 0.05, "rtn"), (3, 0.05, "rtn"),
-                                               (2, 0.05, "lloyd"), (3, 0.05, "lloyd"),
-                                               (2, 0.1, "lloyd"))
+    icquant = ((2, 0.05, "rtn"), (2, 0.05, "asym")) if toy else (
+        (2, 0.05, "rtn"), (3, 0.05, "rtn"), (2, 0.05, "asym"), (3, 0.05, "asym"),
+        (2, 0.05, "lloyd"), (3, 0.05, "lloyd"), (2, 0.1, "lloyd"))
     for b, ratio, q in icquant:
         label = f"ICQuant-{q.upper()} {b}-bit + {100 * ratio:g}% outliers"
         option = ICQuantOption(b, ratio, q)
         rows.append((label, f"icquant {q}", option, None, False))
-        if q == "lloyd" or toy:
+        if q in ("lloyd", "asym") or toy:
             rows.append((f"GPTQ {label}", f"gptq icquant {q}", option, None, True))
     if not toy and hqq_available():
         for b, group in ((4, 64), (4, 128), (3, 64), (3, 128)):

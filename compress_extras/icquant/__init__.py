@@ -1,8 +1,8 @@
 """ICQuant: outlier-aware low-bit weights whose outlier positions are index-coded (Li et al., 2025).
 
 Public API:
-    ICQuantizer            settings (bits, outlier_ratio, quantizer "rtn"|"lloyd", group_size,
-                           index_bits); .quantize(W) -> ICQuantized
+    ICQuantizer            settings (bits, outlier_ratio, quantizer "rtn"|"asym"|"lloyd",
+                           group_size, index_bits); .quantize(W) -> ICQuantized
     ICQuantized            the coded tensor: .dequantize(device), .bits_per_weight,
                            .index_bits_per_weight, .to_bytes() / ICQuantized.from_bytes()
     ICQuantOption          the same as a bit-allocation option (bits counted from the bytes)

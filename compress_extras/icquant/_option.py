@@ -93,7 +93,7 @@ def icquant_model(
         average_bits: the budget, bits per weight over the quantized layers, everything stored
             counted (codes, index streams, metadata, headers).
         bits, outlier_ratios: the options offered are every (b, gamma) pair.
-        quantizer: ``"rtn"`` or ``"lloyd"``.
+        quantizer: ``"rtn"``, ``"asym"`` or ``"lloyd"``.
         layers: module names; default every nn.Linear and nn.Conv2d.
         sensitivity, calibration, **allocate_kwargs: passed to
             :func:`compress_extras.allocate_bits`.

@@ -4,6 +4,7 @@ Per block of ``n`` weights (an output row by default, or ``group_size`` consecut
 row-major matrix), the ``k = round(gamma n)`` largest magnitudes are outliers. Inliers and outliers
 are quantized to ``b`` bits each by separate scalar quantizers over their own ranges
 (``quantizer="rtn"``: min-max RTN for inliers, sign + magnitude RTN for the two outlier tails;
+``"asym"``: the same with the inliers on the integer-zero-point grid, so 0 is a level;
 ``"lloyd"``: a k-means codebook each), and the outlier positions are index-coded as B-bit gaps with
 an escape code (:mod:`compress_extras.icquant._index`), B chosen to minimise the measured size per
 matrix or per block. The total rate is::
@@ -68,7 +69,7 @@ class ICQuantizer:
     Args:
         bits: bits per code ``b`` (inliers and outliers alike), 1..8.
         outlier_ratio: ``gamma`` in [0, 1): the share of each block coded as outliers.
-        quantizer: ``"rtn"`` or ``"lloyd"`` (a name in ``QUANTIZERS``).
+        quantizer: ``"rtn"``, ``"asym"`` or ``"lloyd"`` (a name in ``QUANTIZERS``).
         group_size: weights per block; ``None`` for one block per output row. Blocks are
             consecutive weights of the row-major (out, in) matrix (within a row whenever
             ``group_size`` divides ``in``); it must divide the weight count.

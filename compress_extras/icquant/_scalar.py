@@ -6,6 +6,11 @@ the codes are chosen, so decoding the stored bytes gives exactly what the quanti
 
 - :class:`MinMaxRTN` (inliers; also the plain quantizer): ``lo = min``, ``s = (max - min) /
   (2^b - 1)``, ``q = round((v - lo) / s)``, ``v_hat = lo + q s``. Metadata (lo, s).
+- :class:`ZeroPointRTN` (inliers of ``quantizer="asym"``): the textbook grid of
+  :class:`compress_extras.AsymmetricRTN`, the range widened to include 0 and an integer zero point
+  ``z``, ``q = clamp(round(v / s) + z)``, ``v_hat = (q - z) s``: 0 is a level (MinMaxRTN's
+  ``lo + q s`` in general misses it, which costs language models dearly: the near-zero weights of
+  the attention-sink neurons). Metadata (s, z), the whole number z exact in float16.
 - :class:`SignMagnitudeRTN` (outliers, which form two tails ``[-max, -t] U [t, max]``): one sign
   bit and a (b-1)-bit min-max RTN of ``|v|`` over ``[min |v|, max |v|]``; with b = 1 the one
   magnitude is the midpoint. Metadata (lo, s) of the magnitudes.
@@ -27,7 +32,10 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-__all__ = ["QUANTIZERS", "Lloyd", "MinMaxRTN", "ScalarQuantizer", "SignMagnitudeRTN"]
+from compress_extras._asymmetric import asymmetric_grid, decode_grid, grid_codes
+
+__all__ = ["QUANTIZERS", "Lloyd", "MinMaxRTN", "ScalarQuantizer", "SignMagnitudeRTN",
+           "ZeroPointRTN"]
 
 
 class ScalarQuantizer(Protocol):
@@ -87,6 +95,27 @@ class MinMaxRTN:
 
     def decode(self, codes: Tensor, metadata: Tensor, bits: int) -> Tensor:
         return _uniform_decode(codes, metadata)
+
+
+@dataclass(frozen=True)
+class ZeroPointRTN:
+    """Round-to-nearest on the integer-zero-point grid of each row (module docstring)."""
+
+    def metadata_size(self, bits: int) -> int:
+        return 2
+
+    def encode(self, values: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+        values = values.float()
+        if values.shape[1] == 0:
+            return values.to(torch.int64), torch.zeros(values.shape[0], 2, dtype=torch.float16,
+                                                        device=values.device)
+        scale, zero = asymmetric_grid(values, bits)  # scale already float16-valued
+        codes = grid_codes(values, scale, zero, bits)
+        return codes, torch.cat([_fp16(scale), zero.to(torch.float16)], dim=1)
+
+    def decode(self, codes: Tensor, metadata: Tensor, bits: int) -> Tensor:
+        meta = metadata.float()
+        return decode_grid(codes, meta[:, :1], meta[:, 1:2])
 
 
 @dataclass(frozen=True)
@@ -158,5 +187,6 @@ def _nearest(values: Tensor, centers: Tensor) -> Tensor:
 # quantizer name -> (inlier quantizer, outlier quantizer); a name is stored in the bitstream.
 QUANTIZERS: dict[str, tuple[ScalarQuantizer, ScalarQuantizer]] = {
     "rtn": (MinMaxRTN(), SignMagnitudeRTN()),
+    "asym": (ZeroPointRTN(), SignMagnitudeRTN()),
     "lloyd": (Lloyd(), Lloyd()),
 }

@@ -53,7 +53,7 @@ def test_inlier_range_halves_on_gaussian_rows():
     assert torch.equal(mask, top)
 
 
-@pytest.mark.parametrize("quantizer", ["rtn", "lloyd"])
+@pytest.mark.parametrize("quantizer", ["rtn", "asym", "lloyd"])
 @pytest.mark.parametrize("ratio", [0.0, 0.05, 0.2])
 def test_bits_are_counted_from_the_bytes(quantizer, ratio):
     W = gaussian(24, 1000, seed=3)
@@ -66,7 +66,7 @@ def test_bits_are_counted_from_the_bytes(quantizer, ratio):
     header = coded.bits_per_weight - 8 * len(coded.codes) / W.numel() - index - meta
     assert 0 < header * W.numel() / 8 < 100  # only a fixed header and checksum are left
     assert (index == 0) == (ratio == 0)
-    per_row = 2 if quantizer == "rtn" else 2**3
+    per_row = 2**3 if quantizer == "lloyd" else 2
     expected_meta = 16 * per_row * (2 if ratio else 1) / 1000  # fp16 metadata per group
     assert meta == pytest.approx(expected_meta)
 
@@ -77,6 +77,7 @@ def test_bits_are_counted_from_the_bytes(quantizer, ratio):
     dict(bits=2, outlier_ratio=0.05, index_bits="matrix"), dict(bits=2, outlier_ratio=0.3,
                                                                index_bits=3),
     dict(bits=2, outlier_ratio=0.05, group_size=128),
+    dict(bits=2, outlier_ratio=0.05, quantizer="asym"), dict(bits=3, quantizer="asym"),
 ])
 def test_serialisation_round_trips_bit_exactly(settings):
     W = student_t(12, 384, seed=1)
@@ -182,7 +183,7 @@ def test_a_forged_index_with_a_valid_checksum_is_still_refused():
 # --- metadata range: tiny and huge weights (issue 18) ---------------------------------------------
 
 SETTINGS = [dict(bits=b, outlier_ratio=r, quantizer=q)
-            for q in ("rtn", "lloyd") for b in (2, 4, 8) for r in (0.0, 0.05)]
+            for q in ("rtn", "asym", "lloyd") for b in (2, 4, 8) for r in (0.0, 0.05)]
 
 
 def relative_error(coded: ICQuantized, W: torch.Tensor) -> float:
@@ -263,7 +264,7 @@ def test_version_1_streams_still_read_and_unknown_versions_are_refused():
         ICQuantized.from_bytes(future)
 
 
-@pytest.mark.parametrize("quantizer", ["rtn", "lloyd"])
+@pytest.mark.parametrize("quantizer", ["rtn", "asym", "lloyd"])
 @pytest.mark.parametrize("group_size", [None, 32])
 def test_compensated_weights_code_to_bytes_exactly_at_the_same_size(quantizer, group_size):
     # GPTQ (ICQuantColumns: mask and grids fixed) moves weights between levels; recode() stores
@@ -286,3 +287,24 @@ def test_compensated_weights_code_to_bytes_exactly_at_the_same_size(quantizer, g
     np.testing.assert_array_equal(again.outlier_mask(), plain.outlier_mask())
     with pytest.raises(ValueError, match="shape"):
         plain.recode(W_hat[:, :32])
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.05])
+def test_asym_inliers_have_an_exact_zero_level(ratio):
+    """quantizer="asym": the inliers' grid has 0 as a level, so zero weights and weights within
+    half a step of 0 decode to exactly 0 (the "rtn" grid's float minimum generally misses 0);
+    the same codes and metadata sizes as "rtn", and the inliers' error within half a step."""
+    W = gaussian(16, 512, seed=5)
+    W[:, ::7] = 0.0
+    asym = ICQuantizer(3, ratio, "asym").quantize(W)
+    rtn = ICQuantizer(3, ratio, "rtn").quantize(W)
+    W_hat = asym.dequantize()
+    assert (W_hat[:, ::7] == 0).all()
+    assert not (rtn.dequantize()[:, ::7] == 0).all()
+    assert asym.stored_bytes == rtn.stored_bytes + 1  # the quantizer's name is a letter longer
+    inliers = asym.levels()[0]
+    assert (inliers == 0).any(dim=1).all()
+    steps = inliers[:, 1] - inliers[:, 0]
+    mask = torch.from_numpy(asym.outlier_mask()).reshape(W.shape)
+    error = torch.where(mask, 0.0, (W_hat - W).abs()).amax(dim=1)
+    assert (error <= steps * 0.5 * (1 + 1e-2)).all()
