@@ -76,16 +76,16 @@ def _solve_milp(problem: KnapsackProblem, *, time_limit: float, mip_gap: float, 
     start = time.perf_counter()
     problem.check_budgets()
     merged = problem.merged
-    keep = merged.available.copy()
+    candidates = merged.available.copy()
     bracket, certificate = Bracket(-np.inf, np.inf, None), {"method": "milp"}
     if reduce and problem.extra is None:
-        bracket, certificate, keep = _dual_start(merged, problem, mip_gap, max_iterations)
-        certificate["method"] = "milp-core" if keep is not None else "lagrangian"
+        bracket, certificate, candidates = _dual_start(merged, problem, mip_gap, max_iterations)
+        certificate["method"] = "milp-core" if candidates is not None else "lagrangian"
     status, core = "optimal", 0
-    if keep is not None:
-        core = int((keep.sum(axis=1) > 1).sum())
+    if candidates is not None:
+        core = int((candidates.sum(axis=1) > 1).sum())
         remaining = time_limit - (time.perf_counter() - start)
-        bracket, status = improve_by_milp(merged, problem, keep, bracket, remaining, mip_gap)
+        bracket, status = improve_by_milp(merged, problem, candidates, bracket, remaining, mip_gap)
     if bracket.choice is None:
         raise RuntimeError(f"HiGHS found no solution within {time_limit} s")
     return _result(problem, merged, bracket, start=start, mip_gap=mip_gap,
@@ -103,14 +103,14 @@ def _solve_lagrangian(problem: KnapsackProblem, *, time_limit: float, mip_gap: f
     start = time.perf_counter()
     problem.check_budgets()
     merged = problem.merged
-    bracket, certificate, keep = _dual_start(merged, problem, mip_gap, max_iterations)
+    bracket, certificate, candidates = _dual_start(merged, problem, mip_gap, max_iterations)
     method, core = "lagrangian", 0
-    if keep is not None and repair_groups > 0:
-        core = int((keep.sum(axis=1) > 1).sum())
+    if candidates is not None and repair_groups > 0:
+        core = int((candidates.sum(axis=1) > 1).sum())
         if 0 < core <= repair_groups:
             method = "lagrangian+milp"
             remaining = max(time_limit - (time.perf_counter() - start), 1e-3)
-            bracket, _ = improve_by_milp(merged, problem, keep, bracket, remaining, mip_gap)
+            bracket, _ = improve_by_milp(merged, problem, candidates, bracket, remaining, mip_gap)
     return _result(problem, merged, bracket, start=start, mip_gap=mip_gap, proven=False,
                    otherwise="feasible", method=method, core_groups=core, **certificate)
 

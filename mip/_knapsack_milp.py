@@ -1,8 +1,8 @@
 """The exact MILP of the multiple-choice knapsack, over all options or over a reduced core.
 
 The model of :mod:`mip._knapsack_problem` is solved on the merged problem (ties merged) with HiGHS
-through Pyomo (:func:`mip._solver.highs`): one binary per (group, kept option), one "exactly one"
-row per group and one row per finite budget. The MILP is always built through Pyomo (indexed
+through Pyomo (:func:`mip._solver.highs`): one binary per (group, candidate option), one "exactly
+one" row per group and one row per finite budget. The MILP is always built through Pyomo (indexed
 components and ``LinearExpression``); almost all of the time of a large model is spent inside
 HiGHS, so what keeps large problems fast is the reduction below, not a direct ``highspy`` model
 (``experiments/bench_allocation.py`` measures both).
@@ -58,9 +58,9 @@ def reduced_cost_core(
     v = merged.cost + mu * merged.size
     rc = v - v.min(axis=1, keepdims=True)
     margin = 1e-9 * (abs(upper) + abs(dual)) + 1e-12
-    keep = merged.available & (dual + rc <= upper + margin)
-    keep[np.arange(merged.n_groups), incumbent] = True
-    return keep
+    candidates = merged.available & (dual + rc <= upper + margin)
+    candidates[np.arange(merged.n_groups), incumbent] = True
+    return candidates
 
 
 def _feasible(merged: MergedKnapsack, problem: KnapsackProblem, choice: NDArray) -> bool:
@@ -71,14 +71,14 @@ def _feasible(merged: MergedKnapsack, problem: KnapsackProblem, choice: NDArray)
 def solve_milp(
     merged: MergedKnapsack,
     problem: KnapsackProblem,
-    keep: NDArray[np.bool_],
+    candidates: NDArray[np.bool_],
     time_limit: float,
     mip_gap: float,
 ) -> tuple[NDArray[np.int64] | None, float, str]:
-    """The MILP over the options ``keep`` (G', K) of the merged problem, through Pyomo + HiGHS.
+    """The MILP over the ``candidates`` (G', K) options of the merged problem (Pyomo + HiGHS).
 
-    Groups with a single kept option are fixed (their size and extras leave the budgets); the
-    model has one binary per kept option of the others. Costs are shifted by each group's least
+    Groups with a single candidate option are fixed (their size and extras leave the budgets); the
+    model has one binary per candidate option of the others. Costs are shifted by each group's least
     kept cost and sizes/extras by each group's least kept entry (exactly one option per group, so
     the shifts are constants), then scaled to O(1) for HiGHS. Returns ``(choice, bound, status)``;
     ``choice`` (G',) satisfies the budgets exactly or is None, ``bound`` is HiGHS's dual bound in
@@ -86,9 +86,10 @@ def solve_milp(
     ``"infeasible"``.
     """
     start = time.perf_counter()
-    fixed = keep.sum(axis=1) == 1
+    fixed = candidates.sum(axis=1) == 1
     free = np.flatnonzero(~fixed)
-    base = np.where(keep, merged.size, np.inf).argmin(axis=1)  # any kept option; fixed: the one
+    # any candidate option; for a fixed group, its only one
+    base = np.where(candidates, merged.size, np.inf).argmin(axis=1)
     rows = np.flatnonzero(fixed)
     fixed_cost = math.fsum(merged.cost[rows, base[rows]].tolist())
     if len(free) == 0:  # one choice left: optimal if feasible
@@ -96,7 +97,7 @@ def solve_milp(
             return base, fixed_cost, "optimal"
         return None, np.inf, "infeasible"
 
-    g_local, k_idx = np.nonzero(keep[free])  # grouped by group (row-major)
+    g_local, k_idx = np.nonzero(candidates[free])  # grouped by group (row-major)
     g_idx = free[g_local]
     starts = np.searchsorted(g_local, np.arange(len(free)))
     cost = merged.cost[g_idx, k_idx]
@@ -205,19 +206,19 @@ def _run_highs(
 def improve_by_milp(
     merged: MergedKnapsack,
     problem: KnapsackProblem,
-    keep: NDArray[np.bool_],
+    candidates: NDArray[np.bool_],
     bracket: Bracket,
     time_limit: float,
     mip_gap: float,
 ) -> tuple[Bracket, str]:
-    """Solve the MILP over the options ``keep`` and keep the better of its answer and the
+    """Solve the MILP over the ``candidates`` options and keep the better of its answer and the
     incumbent of ``bracket`` (``Bracket(-inf, inf, None)`` when there is none yet).
 
     Returns the tightened bracket and the MILP's status. ValueError when the MILP is infeasible
     and there is no incumbent: the budgets are then jointly infeasible.
     """
     lower, upper, incumbent = bracket
-    choice, bound, status = solve_milp(merged, problem, keep, time_limit, mip_gap)
+    choice, bound, status = solve_milp(merged, problem, candidates, time_limit, mip_gap)
     if status == "infeasible" and incumbent is None:
         raise ValueError(
             "the budgets are jointly infeasible (each alone is feasible: minimum size "
