@@ -340,24 +340,32 @@ def minilm_summary(rows: list[dict]) -> list[dict]:
             for s in summary.values()]
 
 
+def series(row: dict) -> str:
+    """The plotted line of a row: its family; the weighted codebooks by their weighting."""
+    if row["family"] == "gptq lloyd":
+        return f"gptq lloyd, {row['option'].split('-')[1]} weights"
+    return row["family"]
+
+
 def plot(rows: list[dict], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = plt.subplots(figsize=(9.5, 5.2))
     markers = {"hqq": "h", "rtn per channel": "o", "rtn g128": "s", "lloyd per channel": "^",
-               "lloyd g64": "v", "icquant rtn": "D", "icquant lloyd": "P",
-               "icquant plan": "*", "gptq rtn": "s", "gptq icquant lloyd": "P",
-               "gptq icquant rtn": "D", "gptq icquant plan": "*", "shipped": "X"}
-    for family, marker in markers.items():
-        pts = sorted((r["bits_per_weight"], r["perplexity"]) for r in rows
-                     if r["family"] == family)
-        if pts:
-            ax.plot(*zip(*pts, strict=True), marker=marker, label=family,
-                    linestyle="-" if len(pts) > 1 else "none", markersize=8)
+               "lloyd g64": "v", "icquant rtn": "D", "icquant asym": "d", "icquant lloyd": "P",
+               "icquant plan": "*", "gptq rtn": "s", "gptq lloyd, none weights": "^",
+               "gptq lloyd, hessian weights": "<", "gptq lloyd, fisher weights": ">",
+               "gptq icquant lloyd": "P", "gptq icquant rtn": "D", "gptq icquant asym": "d",
+               "gptq icquant plan": "*", "shipped": "X"}
+    for i, (name, marker) in enumerate(markers.items()):
+        pts = sorted((r["bits_per_weight"], r["perplexity"]) for r in rows if series(r) == name)
+        if pts:  # tab20: a colour of its own for each of the 18 lines
+            ax.plot(*zip(*pts, strict=True), marker=marker, label=name, color=plt.cm.tab20(i),
+                    linestyle="-" if len(pts) > 1 else "none", markersize=7)
     ax.set_xlabel("bits per weight (counted from the encoded bytes)")
     ax.set_ylabel("perplexity on held-out windows (log)")
     ax.set_yscale("log")
     ax.set_title("SmolLM2-135M: perplexity against bits per weight")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     save_figure(path, fig)
     plt.close(fig)
