@@ -52,6 +52,7 @@ from compress_extras._allocation_plan import (
     TotalBits,
     plan_from_costs,
 )
+from compress_extras._code_bits import storage_bits
 from compress_extras._options import QuantizerOption
 from compress_extras._sensitivities import SENSITIVITIES
 
@@ -187,7 +188,7 @@ def _measure(modules: Mapping[str, nn.Module], options: Sequence[QuantizerOption
         for k, option in enumerate(options):
             W_hat = option.quantize(W) if compensate is None else compensate.weight(
                 option, W, hessians[i])
-            size[i, k] = float(option.storage_bits(W))
+            size[i, k] = storage_bits(option, W)  # old-style options: bits(W), with a warning
             cost[i, k] = distortion(module, scale[i], W_hat)
             bar.update(1)
     bar.close()

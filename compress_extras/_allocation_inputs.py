@@ -38,9 +38,11 @@ def check_options(options: Iterable[QuantizerOption]) -> tuple[QuantizerOption, 
     if not options:
         raise ValueError("options must name at least one quantizer option")
     for option in options:
-        if not isinstance(option, QuantizerOption):
+        old_style = callable(getattr(option, "bits", None)) and hasattr(option, "quantize") \
+            and hasattr(option, "name")  # bits(W) as the size: the deprecated protocol
+        if not (isinstance(option, QuantizerOption) or old_style):
             raise TypeError(f"{option!r} does not implement QuantizerOption "
-                            "(name, quantize(W), bits(W))")
+                            "(name, quantize(W), storage_bits(W))")
     names = tuple(option.name for option in options)
     if len(set(names)) != len(names):
         raise ValueError(f"option names must be distinct; got {names}")

@@ -72,3 +72,29 @@ def test_storage_bits_reads_an_old_style_option():
     with pytest.warns(DeprecationWarning, match="storage_bits"):
         assert storage_bits(Old(), W) == 42.0
     assert storage_bits(UniformQuant(4), W) == UniformQuant(4).storage_bits(W)
+
+
+def test_allocate_bits_still_takes_an_old_style_option():
+    """An option written against the old protocol (bits(W) as its size, no storage_bits) is
+    allocated as before, with a DeprecationWarning."""
+    from torch import nn
+
+    from compress_extras import AverageBits, allocate_bits
+
+    class OldHalf:
+        name = "old-fp16"
+
+        def quantize(self, W):
+            return W.half().to(W.dtype)
+
+        def bits(self, W):
+            return 16.0 * W.numel()
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+    with pytest.warns(DeprecationWarning, match="storage_bits"):
+        plan = allocate_bits(model, [OldHalf(), UniformQuant(2)], AverageBits(16.0),
+                             calibration=[torch.randn(32, 8)], progress=False)
+    assert set(plan.options) == {"old-fp16"} and plan.average_bits == 16.0
+    with pytest.raises(TypeError, match="storage_bits"):
+        allocate_bits(model, [object()], AverageBits(4.0), calibration=[torch.randn(4, 8)])
