@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from compress_extras._options import QuantizerOption
+from spr._input_statistics import linear_or_conv
 
 __all__ = ["allocated_layers", "calibration_batches", "check_allowed", "check_options",
            "default_layers", "model_device", "tie_indices"]
@@ -62,13 +63,7 @@ def allocated_layers(model: nn.Module, layers: Sequence[str] | None) -> dict[str
         raise ValueError(f"layers must be distinct; got {layer_names}")
     modules = {}
     for name in layer_names:
-        try:
-            module = model.get_submodule(name)
-        except AttributeError:
-            raise ValueError(f"model has no layer named {name!r}") from None
-        if not isinstance(module, nn.Linear | nn.Conv2d):
-            raise ValueError(f"layer {name!r} is a {type(module).__name__}; bit allocation "
-                             "handles nn.Linear and nn.Conv2d")
+        module = linear_or_conv(model, name, "bit allocation")
         if not bool(torch.isfinite(module.weight).all()):
             raise ValueError(f"layer {name!r}: its weight contains NaN or inf entries; pass a "
                              "model with finite weights (or leave the layer out with layers=)")

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["InputStatistics", "collect_input_statistics", "conv_padding", "grouped_outputs",
-           "grouped_rows", "layer_rows"]
+           "grouped_rows", "layer_rows", "linear_or_conv"]
 
 
 def conv_padding(layer: nn.Conv2d) -> tuple[int, int, int, int]:
@@ -297,6 +297,19 @@ class InputStatistics:
         return term if total is None else total + term
 
 
+def linear_or_conv(model: nn.Module, name: str, purpose: str) -> nn.Linear | nn.Conv2d:
+    """The submodule ``name`` of ``model``, or a ValueError naming it when there is none or it is
+    not an nn.Linear / nn.Conv2d (``purpose`` says what needs one)."""
+    try:
+        layer = model.get_submodule(name)
+    except AttributeError:
+        raise ValueError(f"model has no layer named {name!r}") from None
+    if not isinstance(layer, nn.Linear | nn.Conv2d):
+        raise ValueError(f"layer {name!r} is a {type(layer).__name__}; {purpose} is defined for "
+                         "nn.Linear and nn.Conv2d")
+    return layer
+
+
 @contextmanager
 def collect_input_statistics(
     model: nn.Module, names: Iterable[str], *, cross_terms: bool = False,
@@ -318,13 +331,7 @@ def collect_input_statistics(
     """
     stats: dict[str, InputStatistics] = {}
     for name in names:
-        try:
-            layer = model.get_submodule(name)
-        except AttributeError:
-            raise ValueError(f"model has no layer named {name!r}") from None
-        if not isinstance(layer, nn.Linear | nn.Conv2d):
-            raise ValueError(f"layer {name!r} is a {type(layer).__name__}; input statistics "
-                             "are defined for nn.Linear and nn.Conv2d")
+        layer = linear_or_conv(model, name, "input statistics")
         stats[name] = InputStatistics(layer, layer.weight if cross_terms else None, dtype=dtype,
                                       chunk_size=chunk_size, compute_dtype=compute_dtype,
                                       device=device)
