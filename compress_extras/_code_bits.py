@@ -24,16 +24,13 @@ True
 from __future__ import annotations
 
 import functools
-import warnings
 from typing import Any
 
 from torch import Tensor
 
+from mip._deprecation import warn_deprecated
+
 __all__ = ["CodeBits", "storage_bits", "with_code_bits", "DeprecatedBitsMethod"]
-
-
-def _warn(old: str, new: str) -> None:
-    warnings.warn(f"{old} is deprecated; use {new}", DeprecationWarning, stacklevel=3)
 
 
 class CodeBits(int):
@@ -46,7 +43,8 @@ class CodeBits(int):
         return self
 
     def __call__(self, W: Tensor) -> float:
-        _warn("option.bits(W)", "option.storage_bits(W) (option.bits is now the code width)")
+        warn_deprecated("option.bits(W)",
+                        "option.storage_bits(W) (option.bits is now the code width)")
         return self._owner.storage_bits(W)
 
     def __reduce__(self):
@@ -62,13 +60,13 @@ def with_code_bits(cls: type) -> type:
     @functools.wraps(init)
     def __init__(self, *args, **kwargs) -> None:
         if "bits_per_weight" in kwargs:
-            _warn(f"{cls.__name__}(bits_per_weight=...)", f"{cls.__name__}(bits=...)")
+            warn_deprecated(f"{cls.__name__}(bits_per_weight=...)", f"{cls.__name__}(bits=...)")
             kwargs["bits"] = kwargs.pop("bits_per_weight")
         init(self, *args, **kwargs)
         object.__setattr__(self, "bits", CodeBits(self.bits, self))
 
     def bits_per_weight(self) -> int:
-        _warn(f"{cls.__name__}.bits_per_weight", f"{cls.__name__}.bits")
+        warn_deprecated(f"{cls.__name__}.bits_per_weight", f"{cls.__name__}.bits")
         return int(self.bits)
 
     cls.__init__ = __init__
@@ -81,7 +79,7 @@ class DeprecatedBitsMethod:
     ``bits(W)`` method, forwarding to ``storage_bits(W)``."""
 
     def bits(self, W: Tensor) -> float:
-        _warn("option.bits(W)", "option.storage_bits(W)")
+        warn_deprecated("option.bits(W)", "option.storage_bits(W)")
         return self.storage_bits(W)
 
 
@@ -91,6 +89,6 @@ def storage_bits(option: Any, W: Tensor) -> float:
     method = getattr(option, "storage_bits", None)
     if method is not None:
         return float(method(W))
-    _warn(f"{type(option).__name__}.bits(W) as the storage count",
+    warn_deprecated(f"{type(option).__name__}.bits(W) as the storage count",
           "a storage_bits(W) method (QuantizerOption)")
     return float(option.bits(W))

@@ -1,4 +1,5 @@
-"""The one deprecation message of mip's renamed public names (kept for one release)."""
+"""The one deprecation message of renamed public names (kept for one release): mip, spr and
+compress_extras all warn through it."""
 
 from __future__ import annotations
 

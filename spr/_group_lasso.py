@@ -21,11 +21,11 @@ True
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable, Mapping
 
 from torch import nn
 
+from mip._deprecation import warn_deprecated
 from spr._groups import UserGroups
 from spr._penalties import group_lasso_penalty
 from spr._regularizer import SPRegularizer
@@ -56,11 +56,8 @@ def GroupLassoRegularizer(
         raise TypeError(f"GroupLassoRegularizer() got unexpected keyword argument(s) {unknown}")
     if unused:
         names = ", ".join(f"{name}=" for name in unused)
-        warnings.warn(
-            f"GroupLassoRegularizer({names}...) is deprecated; use GroupLassoRegularizer without "
-            "it (the group lasso has no bound: the setting is unused)",
-            DeprecationWarning, stacklevel=2,
-        )
+        warn_deprecated(f"GroupLassoRegularizer({names}...)", "GroupLassoRegularizer without it "
+                        "(the group lasso has no bound: the setting is unused)")
     return SPRegularizer(model, lam, alpha, M=math.inf, groups=groups, exclude=exclude,
                          check_finite=check_finite, block_weights=block_weights,
                          penalty=group_lasso_penalty)

@@ -19,13 +19,13 @@ from __future__ import annotations
 import copy
 import math
 import numbers
-import warnings
 from collections.abc import Sequence
 
 import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
+from mip._deprecation import warn_deprecated
 from spr._groups import _CONVS, _NORMS
 from spr.models import PadShortcut
 
@@ -281,8 +281,7 @@ def remove_pruned(
     atol = _check_atol(atol)
     keyword = "exclude"
     if ignored_layers is not None:
-        warnings.warn("remove_pruned(ignored_layers=...) is deprecated; use exclude=...",
-                      DeprecationWarning, stacklevel=2)
+        warn_deprecated("remove_pruned(ignored_layers=...)", "exclude=...")
         if exclude:
             raise ValueError("pass exclude or its deprecated spelling ignored_layers, not both")
         exclude, keyword = ignored_layers, "ignored_layers"

@@ -26,9 +26,9 @@ Example:
     (torch.Size([32, 1, 16, 16]), torch.float32, torch.Size([32]))
 """
 
-import warnings
 from typing import Any
 
+from mip._deprecation import warn_deprecated
 from spr.data._augment import Augment, augment_batch, augment_reference, draw_crop_flip
 from spr.data._cifar import cifar
 from spr.data._deprecated import DEPRECATED
@@ -51,6 +51,6 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name in DEPRECATED:
         new, forward = DEPRECATED[name]
-        warnings.warn(f"{name} is deprecated; use {new}", DeprecationWarning, stacklevel=2)
+        warn_deprecated(name, new)
         return forward
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
